@@ -1,0 +1,124 @@
+"""Any OpenAI-compatible server (llama.cpp's server, vLLM, LM Studio) over HTTP with httpx."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from charlite.backends.base import Backend, Completion, Delta, GenParams, Messages
+from charlite.errors import BackendError
+from charlite.spec import ModelSpec
+
+
+class OpenAIBackend(Backend):
+    def __init__(self, spec: ModelSpec, *, timeout: float = 600.0, api_key: str | None = None):
+        self.spec = spec
+        self.base_url = spec.url or ""
+        key = api_key or os.environ.get("CHARLITE_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.client = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+
+    def _body(self, messages: Messages, params: GenParams | None, **extra: Any) -> dict[str, Any]:
+        p = params or GenParams()
+        body: dict[str, Any] = {
+            "model": self.spec.name,
+            "messages": list(messages),
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "max_tokens": p.max_tokens,
+        }
+        if p.seed is not None:
+            body["seed"] = p.seed
+        if p.stop:
+            body["stop"] = list(p.stop)
+        if p.repeat_penalty and p.repeat_penalty != 1.0:
+            body["repeat_penalty"] = p.repeat_penalty  # llama.cpp and vLLM accept it; others ignore it
+        body.update(extra)
+        return body
+
+    def _unreachable(self, exc: Exception) -> BackendError:
+        return BackendError(
+            f"cannot reach the OpenAI-compatible server at {self.base_url} ({type(exc).__name__})",
+            hint="is the server running, and is the URL right?",
+        )
+
+    def _check(self, resp: httpx.Response) -> None:
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("error", {})
+                detail = detail.get("message") if isinstance(detail, dict) else detail
+            except Exception:
+                detail = resp.text[:200]
+            raise BackendError(f"{self.base_url} answered {resp.status_code}: {detail}")
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = self.client.post("/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        self._check(resp)
+        try:
+            return resp.json()
+        except ValueError:
+            raise BackendError(f"{self.base_url} answered with something that is not JSON") from None
+
+    def stream(self, messages: Messages, params: GenParams | None = None) -> Iterator[Delta]:
+        body = self._body(messages, params, stream=True)
+        try:
+            with self.client.stream("POST", "/chat/completions", json=body) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    self._check(resp)
+                for line in resp.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        continue
+                    if not chunk.get("choices"):
+                        continue
+                    choice = chunk["choices"][0]
+                    text = (choice.get("delta") or {}).get("content") or ""
+                    reason = choice.get("finish_reason")
+                    if text or reason:
+                        yield Delta(text, reason)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+
+    def chat(self, messages, params=None, schema=None) -> Completion:
+        if schema is not None:
+            return self.chat_json(messages, schema, params)
+        return _completion(self._post(self._body(messages, params)))
+
+    def chat_json(self, messages, schema, params=None) -> Completion:
+        fmt = {
+            "type": "json_schema",
+            "json_schema": {"name": "record", "schema": schema, "strict": True},
+        }
+        out = self._post(self._body(messages, params, response_format=fmt))
+        return _completion(out)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _completion(out: dict[str, Any]) -> Completion:
+    try:
+        choice = out["choices"][0]
+    except (KeyError, IndexError, TypeError):
+        raise BackendError("the server's reply has no choices") from None
+    usage = out.get("usage") or {}
+    return Completion(
+        text=(choice.get("message") or {}).get("content") or "",
+        finish_reason=choice.get("finish_reason"),
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+    )

@@ -1,0 +1,112 @@
+"""Finding characters: the bundled ones shipped with charlite and the ones a user added.
+
+User profiles live at ``CHARLITE_HOME/characters/SLUG/profile.md`` and take precedence over a
+bundled profile of the same slug.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from charlite.errors import CharliteError, NotFoundError
+from charlite.files import write_text_atomic
+from charlite.home import CharacterPaths, charlite_home, ensure_dir
+from charlite.profile import Profile, dump_markdown, load_profile
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def bundled_dir(kind: str = "profiles") -> Path:
+    """``profiles/`` (or ``modelfiles/``) from an installed wheel, else from the checkout."""
+    packaged = resources.files("charlite").joinpath("_bundled", kind)
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return REPO_ROOT / kind
+
+
+@dataclass(frozen=True)
+class CharacterRef:
+    slug: str
+    path: Path
+    bundled: bool
+
+
+def _bundled_refs() -> dict[str, CharacterRef]:
+    folder = bundled_dir()
+    if not folder.is_dir():
+        return {}
+    return {p.stem: CharacterRef(p.stem, p, True) for p in sorted(folder.glob("*.md"))}
+
+
+def _user_refs() -> dict[str, CharacterRef]:
+    folder = charlite_home() / "characters"
+    if not folder.is_dir():
+        return {}
+    return {
+        p.parent.name: CharacterRef(p.parent.name, p, False)
+        for p in sorted(folder.glob("*/profile.md"))
+    }
+
+
+def character_refs() -> dict[str, CharacterRef]:
+    refs = _bundled_refs()
+    refs.update(_user_refs())
+    return dict(sorted(refs.items()))
+
+
+def find(name: str) -> CharacterRef:
+    """The character called ``name``, or a NotFoundError suggesting the closest one."""
+    refs = character_refs()
+    key = name.strip().lower()
+    if key in refs:
+        return refs[key]
+    close = difflib.get_close_matches(key, list(refs), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else "run 'charlite characters' to list them"
+    raise NotFoundError(f"no character '{name}'", hint=hint)
+
+
+@lru_cache(maxsize=64)
+def _load_cached(path: str, mtime_ns: int, size: int, bundled: bool) -> Profile:
+    profile = load_profile(Path(path))
+    profile.bundled = bundled
+    return profile
+
+
+def get_profile(name: str) -> Profile:
+    """Load and validate a character's profile by slug."""
+    ref = find(name)
+    st = ref.path.stat()
+    return _load_cached(str(ref.path), st.st_mtime_ns, st.st_size, ref.bundled).model_copy(deep=True)
+
+
+def all_profiles() -> list[Profile]:
+    return [get_profile(slug) for slug in character_refs()]
+
+
+def add_profile(path: Path, slug: str | None = None, force: bool = False) -> Profile:
+    """Import a profile file into CHARLITE_HOME, normalised to charlite Markdown."""
+    profile = load_profile(path)
+    if slug:
+        from charlite.profile import build_profile
+
+        data = profile.model_dump()
+        data["slug"] = slug
+        profile = build_profile(data, Path(path), warnings=profile.warnings, source=profile.source)
+    refs = character_refs()
+    existing = refs.get(profile.slug)
+    if existing and not force:
+        where = "a bundled character" if existing.bundled else f"{existing.path}"
+        raise CharliteError(
+            f"a character '{profile.slug}' already exists ({where})",
+            hint="choose another name with --name SLUG, or --force to replace a user profile",
+        )
+    # with --force a user profile shadows a bundled one; the bundled file is never touched
+    paths = CharacterPaths.of(profile.slug)
+    ensure_dir(paths.root)
+    write_text_atomic(paths.profile, dump_markdown(profile))
+    _load_cached.cache_clear()
+    return profile

@@ -1,0 +1,202 @@
+"""A chat session independent of the terminal: history, persistence, model resolution.
+
+The rendered conversation keeps a byte-stable prefix from turn to turn (the system message is
+fixed for the session and old turns are only ever dropped in large blocks), so llama.cpp
+re-evaluates only the new tokens of each turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from charlite import roleplay
+from charlite.backends import Backend, Delta, GenParams, get_backend
+from charlite.history import History
+from charlite.profile import Profile, Scene
+from charlite.spec import ModelSpec, parse_spec
+
+CHAT_PARAMS = GenParams(temperature=0.7, top_p=0.95, max_tokens=200, repeat_penalty=1.15)
+TRIM_TARGET = 0.6  # after trimming, the history fills at most this share of its budget
+
+
+@dataclass
+class ResolvedModel:
+    """What a chat actually talks to, and how to describe it."""
+
+    spec: ModelSpec
+    prompted: bool
+    label: str
+    lora: Path | None = None
+    path: Path | None = None
+
+    def backend(self, verbose: bool = False) -> Backend:
+        if self.path is not None:
+            from charlite.backends.llamacpp import LlamaCppBackend
+
+            return LlamaCppBackend(self.spec, path=self.path, lora=self.lora, verbose=verbose)
+        return get_backend(self.spec, lora=self.lora, verbose=verbose)
+
+
+def resolve_model(profile: Profile, model: str | None = None, prompted: bool = False) -> ResolvedModel:
+    """The model a chat with ``profile`` uses.
+
+    An explicit ``--model`` wins. Otherwise the character's newest export (adapter over its
+    base, or a merged file) when one exists, else the embedded model in prompted mode.
+    """
+    if model:
+        spec = parse_spec(model)
+        trained = spec.kind == "ollama" and spec.name.startswith("charlite-")
+        return ResolvedModel(spec, prompted or not trained, str(spec))
+    if not prompted:
+        found = _newest_export(profile)
+        if found is not None:
+            return found
+    return ResolvedModel(parse_spec("embedded"), True, "embedded (prompted)")
+
+
+def _newest_export(profile: Profile) -> ResolvedModel | None:
+    try:
+        from charlite.export.resolve import newest_export_model
+    except ImportError:
+        return None
+    return newest_export_model(profile)
+
+
+class ChatSession:
+    """One conversation with a character, stored turn by turn in the history database."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        backend: Backend,
+        *,
+        prompted: bool = True,
+        history: History | None = None,
+        session_id: str | None = None,
+        scene: Scene | None = None,
+        params: GenParams = CHAT_PARAMS,
+        user_name: str = roleplay.DEFAULT_USER,
+        model_label: str | None = None,
+    ):
+        self.profile = profile
+        self.backend = backend
+        self.prompted = prompted
+        self.history = history
+        self.params = params
+        self.user_name = user_name
+        self.model_label = model_label or backend.describe()
+        self.turns: list[roleplay.Turn] = []
+        self._first_kept = 0
+        if session_id and history:
+            row = history.session(session_id)
+            if row.character != profile.slug:
+                from charlite.errors import CharliteError
+
+                raise CharliteError(
+                    f"session '{session_id}' is a chat with '{row.character}', not '{profile.slug}'"
+                )
+            self.session_id = session_id
+            self.scene = scene or (
+                Scene(location=row.location, status=row.status) if row.location and row.status else profile.default_scene
+            )
+            for t in history.turns(session_id):
+                if t.role == "assistant":
+                    self.turns.append(roleplay.Turn(profile.short_name, t.content, "speaking"))
+                else:
+                    self.turns.append(roleplay.Turn(t.speaker, t.content))
+            if scene and history:
+                history.set_scene(session_id, scene.location, scene.status)
+        else:
+            self.scene = scene or profile.default_scene
+            self.session_id = (
+                history.new_session(profile.slug, self.model_label, self.scene.location, self.scene.status)
+                if history
+                else None
+            )
+        self._system = self._make_system()
+
+    # -- prompt ---------------------------------------------------------------------------------
+
+    def _make_system(self) -> str:
+        first_user = next((t.content for t in self.turns if t.role != self.profile.short_name), "")
+        return roleplay.profile_system_message(
+            self.profile, self.scene, prompted=self.prompted, query=first_user
+        )
+
+    @property
+    def system(self) -> str:
+        return self._system
+
+    def _message(self, turn: roleplay.Turn) -> dict[str, str]:
+        if turn.role == self.profile.short_name:
+            return {"role": "assistant", "content": turn.content}
+        return {"role": "user", "content": roleplay.user_line(turn.role, turn.content)}
+
+    def messages(self) -> list[dict[str, str]]:
+        """The prompt for the next reply, dropping the oldest turns in blocks when it is too long."""
+        budget = self.backend.n_ctx - self.params.max_tokens - 16
+        system = {"role": "system", "content": self._system}
+        sizes = [self.backend.count_tokens(self._message(t)["content"]) + 6 for t in self.turns]
+        fixed = self.backend.count_tokens(self._system) + 8
+        if fixed + sum(sizes[self._first_kept :]) > budget:
+            target = fixed + (budget - fixed) * TRIM_TARGET
+            first = self._first_kept
+            while first < len(self.turns) - 1 and fixed + sum(sizes[first:]) > target:
+                first += 1
+            self._first_kept = first
+        kept = self.turns[self._first_kept :]
+        return [system] + [self._message(t) for t in kept]
+
+    # -- turns ----------------------------------------------------------------------------------
+
+    def stream(self, text: str) -> Iterator[Delta]:
+        """Stream the character's reply to ``text``; the turn is stored when the reply ends.
+
+        If the caller stops early (Ctrl-C), what was said so far is kept as the reply.
+        """
+        if not self.turns:
+            self._system = roleplay.profile_system_message(
+                self.profile, self.scene, prompted=self.prompted, query=text
+            )
+        user = roleplay.Turn(self.user_name, text)
+        self.turns.append(user)
+        if self.history and self.session_id:
+            self.history.add_turn(self.session_id, "user", self.user_name, text)
+        pieces: list[str] = []
+        try:
+            for delta in self.backend.stream(self.messages(), self.params):
+                pieces.append(delta.text)
+                yield delta
+        finally:
+            reply = "".join(pieces).strip()
+            if reply:
+                self.turns.append(roleplay.Turn(self.profile.short_name, reply, "speaking"))
+                if self.history and self.session_id:
+                    self.history.add_turn(self.session_id, "assistant", self.profile.short_name, reply)
+
+    def reply(self, text: str) -> str:
+        return "".join(d.text for d in self.stream(text)).strip()
+
+    def spoken(self, reply: str) -> str:
+        """The words said aloud, or the whole reply when it has no speaking part."""
+        said = roleplay.spoken(reply, self.profile.short_name)
+        return said or reply.strip()
+
+    def set_scene(self, location: str, status: str) -> None:
+        self.scene = Scene(location=location, status=status)
+        self._system = self._make_system()
+        self._first_kept = 0
+        if self.history and self.session_id:
+            self.history.set_scene(self.session_id, location, status)
+
+    def reset(self) -> None:
+        """Start a new session with the same character and scene."""
+        self.turns.clear()
+        self._first_kept = 0
+        if self.history:
+            self.session_id = self.history.new_session(
+                self.profile.slug, self.model_label, self.scene.location, self.scene.status
+            )
+        self._system = self._make_system()

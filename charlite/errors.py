@@ -1,0 +1,65 @@
+"""Typed errors. Each becomes one clear line and a non-zero exit at the CLI edge.
+
+A message says what is wrong and, where it can, what to do next:
+
+>>> str(NotFoundError("no character 'beethovn'", hint="did you mean 'beethoven'?"))
+"no character 'beethovn'; did you mean 'beethoven'?"
+"""
+
+from __future__ import annotations
+
+
+class CharliteError(Exception):
+    """Base class of every error charlite reports to the user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class NotFoundError(CharliteError):
+    """A character, dataset, run, export or file that does not exist."""
+
+
+class ProfileError(CharliteError):
+    """A profile that cannot be read or does not validate."""
+
+
+class ModelError(CharliteError):
+    """A model that is missing, corrupt or cannot be loaded."""
+
+
+class BackendError(CharliteError):
+    """A model server that cannot be reached or answered badly."""
+
+
+class SpecError(CharliteError):
+    """A model spec string that cannot be parsed."""
+
+
+class DataError(CharliteError):
+    """Bad dataset, import file or record."""
+
+
+class StorageError(CharliteError):
+    """CHARLITE_HOME or another folder that cannot be written."""
+
+
+class TrainingError(CharliteError):
+    """A training run that cannot start or continue."""
+
+
+class ExportError(CharliteError):
+    """An export that cannot be produced or failed its smoke test."""
+
+
+class InterruptedByUser(CharliteError):
+    """Ctrl-C: work so far is kept."""
+
+    exit_code = 130

@@ -1,0 +1,1 @@
+"""Experience Reconstruction: a teacher model turns a profile into scenes and experiences."""

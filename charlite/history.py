@@ -1,0 +1,140 @@
+"""Chat history in SQLite: sessions and their turns, with named migrations.
+
+WAL mode and a busy timeout let two chat processes write the same database at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from charlite.errors import NotFoundError, StorageError
+from charlite.home import ensure_dir, history_db
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_sessions_and_turns",
+        """
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            character TEXT NOT NULL,
+            model TEXT NOT NULL,
+            location TEXT,
+            status TEXT,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE turns (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL REFERENCES sessions(id),
+            role TEXT NOT NULL,
+            speaker TEXT NOT NULL,
+            content TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX turns_session ON turns(session_id, id);
+        """,
+    ),
+]
+
+
+@dataclass
+class SessionRow:
+    id: str
+    character: str
+    model: str
+    location: str | None
+    status: str | None
+    created_at: float
+
+
+@dataclass
+class TurnRow:
+    role: str  # "user" or "assistant"
+    speaker: str
+    content: str
+    created_at: float
+
+
+class History:
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else history_db()
+        ensure_dir(self.path.parent)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(
+                f"cannot open the chat history {self.path}: {exc}",
+                hint="move the file aside to start a new history",
+            ) from None
+
+    def _migrate(self) -> None:
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if self.db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                    self.db.execute("ROLLBACK")
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def migrations(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM _migrations ORDER BY name")]
+
+    def new_session(self, character: str, model: str, location: str | None = None, status: str | None = None) -> str:
+        sid = secrets.token_hex(4)
+        self.db.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+            (sid, character, model, location, status, time.time()),
+        )
+        return sid
+
+    def session(self, sid: str) -> SessionRow:
+        row = self.db.execute("SELECT * FROM sessions WHERE id = ?", (sid,)).fetchone()
+        if not row:
+            raise NotFoundError(f"no chat session '{sid}'", hint="start a new one without --session")
+        return SessionRow(*row)
+
+    def sessions(self, character: str | None = None) -> list[SessionRow]:
+        sql = "SELECT * FROM sessions"
+        args: tuple = ()
+        if character:
+            sql += " WHERE character = ?"
+            args = (character,)
+        return [SessionRow(*r) for r in self.db.execute(sql + " ORDER BY created_at", args)]
+
+    def set_scene(self, sid: str, location: str, status: str) -> None:
+        self.db.execute("UPDATE sessions SET location = ?, status = ? WHERE id = ?", (location, status, sid))
+
+    def add_turn(self, sid: str, role: str, speaker: str, content: str) -> None:
+        self.db.execute(
+            "INSERT INTO turns (session_id, role, speaker, content, created_at) VALUES (?, ?, ?, ?, ?)",
+            (sid, role, speaker, content, time.time()),
+        )
+
+    def turns(self, sid: str) -> list[TurnRow]:
+        rows = self.db.execute(
+            "SELECT role, speaker, content, created_at FROM turns WHERE session_id = ? ORDER BY id", (sid,)
+        )
+        return [TurnRow(*r) for r in rows]
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,114 @@
+"""Where every artifact lives under CHARLITE_HOME.
+
+``CHARLITE_HOME`` if set, else the platform's user data folder. Everything else derives from
+:func:`charlite_home`, so tests point it at a temporary folder and touch nothing else.
+
+Layout::
+
+    characters/SLUG/profile.md            user-added profiles
+    characters/SLUG/data/DATASET/         scenes.jsonl, experiences.jsonl, protective.jsonl, manifest.json
+    characters/SLUG/runs/RUN/             adapter, manifest.json, metrics.jsonl
+    characters/SLUG/exports/RUN/          SLUG-lora.gguf, SLUG-Q4_K_M.gguf, Modelfile
+    cache/bases/HASH/                     prepared training bases
+    history.sqlite                        chat sessions and turns
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from charlite.errors import CharliteError, StorageError
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$", re.IGNORECASE)
+
+
+def charlite_home() -> Path:
+    """The data folder: ``$CHARLITE_HOME`` or the platform's user data folder."""
+    env = os.environ.get("CHARLITE_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("charlite", appauthor=False))
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Refuse names that could escape their folder (``..``, ``/``) or are not simple words.
+
+    >>> check_name("beethoven")
+    'beethoven'
+    """
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        raise CharliteError(
+            f"invalid {what} {name!r}",
+            hint="use letters, digits, '-', '_' or '.', starting with a letter or digit",
+        )
+    return name
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) or explain why it cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create {path}: {exc.strerror or exc}",
+            hint="set CHARLITE_HOME to a writable folder",
+        ) from None
+    if not os.access(path, os.W_OK):
+        raise StorageError(
+            f"{path} is not writable", hint="set CHARLITE_HOME to a writable folder"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class CharacterPaths:
+    """The folders of one character under CHARLITE_HOME."""
+
+    slug: str
+    root: Path
+
+    @classmethod
+    def of(cls, slug: str, home: Path | None = None) -> CharacterPaths:
+        check_name(slug, "character name")
+        return cls(slug, (home or charlite_home()) / "characters" / slug)
+
+    @property
+    def profile(self) -> Path:
+        return self.root / "profile.md"
+
+    def dataset(self, name: str = "default") -> Path:
+        return self.root / "data" / check_name(name, "dataset name")
+
+    def run(self, run_id: str) -> Path:
+        return self.root / "runs" / check_name(run_id, "run id")
+
+    def export(self, run_id: str) -> Path:
+        return self.root / "exports" / check_name(run_id, "run id")
+
+    def datasets(self) -> list[str]:
+        return _subdirs(self.root / "data")
+
+    def runs(self) -> list[str]:
+        return _subdirs(self.root / "runs")
+
+    def exports(self) -> list[str]:
+        return _subdirs(self.root / "exports")
+
+
+def _subdirs(path: Path) -> list[str]:
+    if not path.is_dir():
+        return []
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def cache_dir(*parts: str) -> Path:
+    return charlite_home().joinpath("cache", *parts)
+
+
+def history_db() -> Path:
+    return charlite_home() / "history.sqlite"

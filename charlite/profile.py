@@ -1,0 +1,285 @@
+"""The Profile: who a character is, and the loaders that read it.
+
+Formats read here:
+
+* charlite Markdown (``.md``): YAML front matter (name, slug, era, knowledge_cutoff, scene, …)
+  then paragraphs separated by blank lines.
+* Character-LLM wiki text (``wiki_Name.txt``): first line ``# Full Name``, then paragraphs; a
+  paragraph may begin with a section heading line.
+
+Character Cards are read by :mod:`charlite.cards` into the same model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from charlite.errors import ProfileError
+
+MAX_PROFILE_BYTES = 5 * 1024 * 1024
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+class Fact(BaseModel):
+    """A recall probe: a question to the character and keywords a correct answer contains."""
+
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1)
+    answer_keywords: list[str] = Field(min_length=1)
+
+
+class Scene(BaseModel):
+    """Where the character is and what is going on: the ``Location:`` and ``Status:`` lines."""
+
+    model_config = ConfigDict(extra="forbid")
+    location: str = Field(min_length=1)
+    status: str = Field(min_length=1)
+
+
+class Paragraph(BaseModel):
+    """One paragraph of the profile; ``heading`` is the section it sits under, if any."""
+
+    text: str
+    heading: str | None = None
+
+
+class Profile(BaseModel):
+    """A character. Bundled profiles live in ``profiles/``, user ones under CHARLITE_HOME."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    """Full name, e.g. "Ludwig van Beethoven"."""
+    slug: str
+    """Folder and command name, e.g. "beethoven"."""
+    short_name: str = ""
+    """The speaker label in dialogues, e.g. "Beethoven". Defaults to the name's last word."""
+    era: str = "unknown"
+    """Years or the fictional period."""
+    knowledge_cutoff: int | None = None
+    """The last year the character can know about (negative: BC)."""
+    home: str = ""
+    scene: Scene | None = None
+    """The default scene of a chat."""
+    speaking_style: str = ""
+    traits: list[str] = []
+    facts: list[Fact] = []
+    license: str | None = None
+    example_dialogue: list[str] = []
+    """Example exchanges (from a card's first_mes / mes_example)."""
+    metadata: dict[str, Any] = {}
+    """Fields charlite does not use, kept so an export can give them back (cards)."""
+    paragraphs: list[Paragraph] = Field(min_length=1)
+
+    source: str | None = Field(default=None, exclude=True)
+    bundled: bool = Field(default=False, exclude=True)
+    warnings: list[str] = Field(default_factory=list, exclude=True)
+
+    @field_validator("slug")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not SLUG_RE.match(v):
+            raise ValueError("must be lowercase letters, digits and '-' (e.g. 'beethoven')")
+        return v
+
+    @field_validator("traits", "example_dialogue")
+    @classmethod
+    def _strings(cls, v: list[str]) -> list[str]:
+        return [s for s in (str(x).strip() for x in v) if s]
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.short_name:
+            self.short_name = self.name.split()[-1] if self.name.split() else self.name
+
+    @property
+    def default_scene(self) -> Scene:
+        if self.scene:
+            return self.scene
+        return Scene(
+            location=self.home or "a quiet room",
+            status=f"{self.short_name} is talking with a visitor.",
+        )
+
+    def digest(self) -> str:
+        """A stable hash of everything that shapes prompts and training data."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+    def paragraph_texts(self) -> list[str]:
+        return [p.text for p in self.paragraphs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def slugify(name: str) -> str:
+    """>>> slugify("Ludwig van Beethoven")
+    'ludwig-van-beethoven'"""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:64].strip("-") or "character"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise ProfileError(f"{path} is a folder, not a profile file")
+    if size > MAX_PROFILE_BYTES:
+        raise ProfileError(
+            f"{path}: {size // 1024} KiB is over the {MAX_PROFILE_BYTES // 1024 // 1024} MiB limit for a profile"
+        )
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(
+            f"{path}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def split_paragraphs(body: str) -> list[Paragraph]:
+    """Paragraphs separated by blank lines; a leading ``#`` line is the section heading.
+
+    >>> [p.text for p in split_paragraphs("One.\\n\\n## Later\\nTwo.")]
+    ['One.', 'Two.']
+    """
+    paragraphs: list[Paragraph] = []
+    heading: str | None = None
+    for block in re.split(r"\n\s*\n", body.replace("\r\n", "\n")):
+        lines = [ln.rstrip() for ln in block.strip().split("\n") if ln.strip()]
+        while lines and lines[0].lstrip().startswith("#"):
+            heading = lines.pop(0).lstrip("#").strip() or heading
+        if not lines:
+            continue
+        text = " ".join(ln.strip() for ln in lines)
+        paragraphs.append(Paragraph(text=text, heading=heading))
+    return paragraphs
+
+
+def _validation_message(path: Path, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "profile"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{path}: field '{loc}': {err['msg']}{more}"
+
+
+def build_profile(data: dict[str, Any], path: Path, **extra: Any) -> Profile:
+    try:
+        return Profile.model_validate({**data, **extra})
+    except ValidationError as exc:
+        raise ProfileError(_validation_message(path, exc)) from None
+
+
+def parse_markdown(text: str, path: Path) -> Profile:
+    """A charlite ``.md`` profile: YAML front matter between ``---`` lines, then paragraphs."""
+    meta: dict[str, Any] = {}
+    body = text
+    stripped = text.lstrip()
+    if stripped.startswith("---"):
+        parts = re.split(r"^---[ \t]*$", stripped, maxsplit=2, flags=re.MULTILINE)
+        if len(parts) < 3:
+            raise ProfileError(f"{path}: front matter starts with '---' but never ends")
+        try:
+            meta = yaml.safe_load(parts[1]) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 2}" if mark else ""
+            raise ProfileError(f"{path}: front matter is not valid YAML{where}") from None
+        if not isinstance(meta, dict):
+            raise ProfileError(f"{path}: front matter must be a mapping of fields")
+        body = parts[2]
+    warnings: list[str] = []
+    if "name" not in meta:
+        first = re.match(r"\s*#\s+(.+)", body)
+        if first:
+            meta["name"] = first.group(1).strip()
+            body = body[first.end() :]
+        else:
+            raise ProfileError(f"{path}: field 'name' is missing", hint="add 'name:' to the front matter")
+    if "slug" not in meta and isinstance(meta.get("name"), str):
+        meta["slug"] = slugify(meta["name"])
+    paragraphs = split_paragraphs(body)
+    if not paragraphs:
+        raise ProfileError(f"{path}: the profile has no paragraphs", hint="write the character's story below the front matter")
+    for key, default in (("era", "unknown"), ("knowledge_cutoff", None)):
+        if key not in meta:
+            warnings.append(f"no '{key}' in {path.name}; add it so the character knows what it cannot know")
+            meta.setdefault(key, default)
+    return build_profile(meta, path, paragraphs=paragraphs, source=str(path), warnings=warnings)
+
+
+def parse_wiki_txt(text: str, path: Path) -> Profile:
+    """A Character-LLM ``wiki_Name.txt``: ``# Full Name`` then paragraphs."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    first = next((ln for ln in lines if ln.strip()), "")
+    if first.startswith("#"):
+        name = first.lstrip("#").strip()
+        body = text.split(first, 1)[1]
+    else:
+        stem = path.stem
+        name = stem[5:] if stem.lower().startswith("wiki_") else stem
+        name = name.replace("_", " ").strip() or "Unknown"
+        body = text
+    paragraphs = split_paragraphs(body)
+    if not paragraphs:
+        raise ProfileError(f"{path}: the profile has no paragraphs")
+    warnings = [
+        f"{path.name} has no era, knowledge cutoff or scene; edit the profile to add them "
+        "(charlite show NAME prints where it is)"
+    ]
+    meta = {"name": name, "slug": slugify(name.split()[-1] if name.split() else name)}
+    return build_profile(meta, path, paragraphs=paragraphs, source=str(path), warnings=warnings)
+
+
+def load_profile(path: Path | str) -> Profile:
+    """Read any supported profile file, chosen by its extension."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".png"):
+        from charlite import cards
+
+        return cards.load_card_profile(path)
+    text = _read_text(path)
+    if suffix == ".txt":
+        return parse_wiki_txt(text, path)
+    if suffix in (".md", ".markdown", ""):
+        return parse_markdown(text, path)
+    raise ProfileError(
+        f"{path}: unknown profile format '{suffix}'",
+        hint="use a charlite .md, a Character-LLM wiki .txt or a Character Card .json/.png",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def dump_markdown(profile: Profile) -> str:
+    """The charlite ``.md`` form of a profile; :func:`parse_markdown` reads it back unchanged."""
+    meta = profile.model_dump(mode="json", exclude={"paragraphs"}, exclude_defaults=True)
+    meta["name"], meta["slug"] = profile.name, profile.slug
+    ordered = {k: meta[k] for k in ("name", "slug") if k in meta}
+    ordered.update({k: v for k, v in meta.items() if k not in ordered})
+    front = yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
+    chunks = []
+    heading = None
+    for p in profile.paragraphs:
+        if p.heading and p.heading != heading:
+            chunks.append(f"## {p.heading}\n{p.text}")
+        else:
+            chunks.append(p.text)
+        heading = p.heading
+    return f"---\n{front}---\n\n" + "\n\n".join(chunks) + "\n"

@@ -1,0 +1,27 @@
+"""Every test gets its own CHARLITE_HOME; nothing touches the real user folder."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def charlite_home(tmp_path, monkeypatch):
+    home = tmp_path / "charlite-home"
+    monkeypatch.setenv("CHARLITE_HOME", str(home))
+    from charlite import characters
+
+    characters._load_cached.cache_clear()
+    return home
+
+
+@pytest.fixture(scope="session")
+def embedded_path():
+    from charlite.spec import embedded_model_path
+
+    return embedded_model_path()
