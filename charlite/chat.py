@@ -77,7 +77,7 @@ class ChatSession:
         session_id: str | None = None,
         scene: Scene | None = None,
         params: GenParams = CHAT_PARAMS,
-        user_name: str = roleplay.DEFAULT_USER,
+        user_name: str | None = None,
         model_label: str | None = None,
     ):
         self.profile = profile
@@ -132,7 +132,7 @@ class ChatSession:
     def _message(self, turn: roleplay.Turn) -> dict[str, str]:
         if turn.role == self.profile.short_name:
             return {"role": "assistant", "content": turn.content}
-        return {"role": "user", "content": roleplay.user_line(turn.role, turn.content)}
+        return {"role": "user", "content": roleplay.user_line(turn.role or None, turn.content)}
 
     def messages(self) -> list[dict[str, str]]:
         """The prompt for the next reply, dropping the oldest turns in blocks when it is too long."""
@@ -160,10 +160,10 @@ class ChatSession:
             self._system = roleplay.profile_system_message(
                 self.profile, self.scene, prompted=self.prompted, query=text
             )
-        user = roleplay.Turn(self.user_name, text)
+        user = roleplay.Turn(self.user_name or "", text)
         self.turns.append(user)
         if self.history and self.session_id:
-            self.history.add_turn(self.session_id, "user", self.user_name, text)
+            self.history.add_turn(self.session_id, "user", self.user_name or "", text)
         pieces: list[str] = []
         try:
             for delta in self.backend.stream(self.messages(), self.params):

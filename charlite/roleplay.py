@@ -51,6 +51,7 @@ INTERVIEW_STATUS = (
 )
 INTERVIEWER = "Man"
 DEFAULT_USER = "Visitor"
+"""The label of a chat user's lines when they come back from stored messages without a name."""
 
 _MARKER = re.compile(r"^\((thinking|speaking)\)[ \t]?")
 _LOOSE_MARKER = re.compile(
@@ -228,8 +229,13 @@ def thoughts(text: str, name: str | None = None) -> str:
     return "\n".join(p.content.strip() for p in parse_reply(text, name) if p.action == "thinking").strip()
 
 
-def user_line(speaker: str, content: str) -> str:
-    return f"{speaker}: {content}"
+def user_line(speaker: str | None, content: str) -> str:
+    """A user message line: ``Name: content``, or the bare content for the chat's own user.
+
+    A prompted (untrained) model stays in character far better when the person it talks to is
+    simply "you", so a chat user with no name is not prefixed.
+    """
+    return f"{speaker}: {content}" if speaker else content
 
 
 def to_messages(
