@@ -80,7 +80,9 @@ def get_profile(name: str) -> Profile:
     """Load and validate a character's profile by slug."""
     ref = find(name)
     st = ref.path.stat()
-    return _load_cached(str(ref.path), st.st_mtime_ns, st.st_size, ref.bundled).model_copy(deep=True)
+    return _load_cached(str(ref.path), st.st_mtime_ns, st.st_size, ref.bundled).model_copy(
+        deep=True
+    )
 
 
 def all_profiles() -> list[Profile]:

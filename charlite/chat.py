@@ -39,7 +39,9 @@ class ResolvedModel:
         return get_backend(self.spec, lora=self.lora, verbose=verbose)
 
 
-def resolve_model(profile: Profile, model: str | None = None, prompted: bool = False) -> ResolvedModel:
+def resolve_model(
+    profile: Profile, model: str | None = None, prompted: bool = False
+) -> ResolvedModel:
     """The model a chat with ``profile`` uses.
 
     An explicit ``--model`` wins. Otherwise the character's newest export (adapter over its
@@ -79,6 +81,7 @@ class ChatSession:
         params: GenParams = CHAT_PARAMS,
         user_name: str | None = None,
         model_label: str | None = None,
+        use_persona_cache: bool = True,
     ):
         self.profile = profile
         self.backend = backend
@@ -87,6 +90,7 @@ class ChatSession:
         self.params = params
         self.user_name = user_name
         self.model_label = model_label or backend.describe()
+        self.use_persona_cache = use_persona_cache
         self.turns: list[roleplay.Turn] = []
         self._first_kept = 0
         if session_id and history:
@@ -99,7 +103,9 @@ class ChatSession:
                 )
             self.session_id = session_id
             self.scene = scene or (
-                Scene(location=row.location, status=row.status) if row.location and row.status else profile.default_scene
+                Scene(location=row.location, status=row.status)
+                if row.location and row.status
+                else profile.default_scene
             )
             for t in history.turns(session_id):
                 if t.role == "assistant":
@@ -111,19 +117,30 @@ class ChatSession:
         else:
             self.scene = scene or profile.default_scene
             self.session_id = (
-                history.new_session(profile.slug, self.model_label, self.scene.location, self.scene.status)
+                history.new_session(
+                    profile.slug, self.model_label, self.scene.location, self.scene.status
+                )
                 if history
                 else None
             )
         self._system = self._make_system()
+        self._primed = False
 
     # -- prompt ---------------------------------------------------------------------------------
 
     def _make_system(self) -> str:
-        first_user = next((t.content for t in self.turns if t.role != self.profile.short_name), "")
-        return roleplay.profile_system_message(
-            self.profile, self.scene, prompted=self.prompted, query=first_user
-        )
+        # The same for every session of this character and scene (not tuned to the first
+        # question), so its evaluated state can be cached and reused: see prime().
+        return roleplay.profile_system_message(self.profile, self.scene, prompted=self.prompted)
+
+    def prime(self) -> str | None:
+        """Evaluate (or restore from the persona cache) the system prompt before the first turn."""
+        prime = getattr(self.backend, "prime", None)
+        if prime is None or not self.use_persona_cache:
+            return None
+        from charlite.persona_cache import PersonaCache
+
+        return prime(self._system, cache=PersonaCache())
 
     @property
     def system(self) -> str:
@@ -156,10 +173,9 @@ class ChatSession:
 
         If the caller stops early (Ctrl-C), what was said so far is kept as the reply.
         """
-        if not self.turns:
-            self._system = roleplay.profile_system_message(
-                self.profile, self.scene, prompted=self.prompted, query=text
-            )
+        if not self.turns and not self._primed:
+            self.prime()
+        self._primed = True
         user = roleplay.Turn(self.user_name or "", text)
         self.turns.append(user)
         if self.history and self.session_id:
@@ -170,11 +186,15 @@ class ChatSession:
                 pieces.append(delta.text)
                 yield delta
         finally:
-            reply = "".join(pieces).strip()
-            if reply:
+            reply = "".join(
+                pieces
+            )  # kept as generated: the next prompt must repeat it byte for byte
+            if reply.strip():
                 self.turns.append(roleplay.Turn(self.profile.short_name, reply, "speaking"))
                 if self.history and self.session_id:
-                    self.history.add_turn(self.session_id, "assistant", self.profile.short_name, reply)
+                    self.history.add_turn(
+                        self.session_id, "assistant", self.profile.short_name, reply
+                    )
 
     def reply(self, text: str) -> str:
         return "".join(d.text for d in self.stream(text)).strip()

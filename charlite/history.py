@@ -99,7 +99,9 @@ class History:
     def migrations(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT name FROM _migrations ORDER BY name")]
 
-    def new_session(self, character: str, model: str, location: str | None = None, status: str | None = None) -> str:
+    def new_session(
+        self, character: str, model: str, location: str | None = None, status: str | None = None
+    ) -> str:
         sid = secrets.token_hex(4)
         self.db.execute(
             "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
@@ -110,7 +112,9 @@ class History:
     def session(self, sid: str) -> SessionRow:
         row = self.db.execute("SELECT * FROM sessions WHERE id = ?", (sid,)).fetchone()
         if not row:
-            raise NotFoundError(f"no chat session '{sid}'", hint="start a new one without --session")
+            raise NotFoundError(
+                f"no chat session '{sid}'", hint="start a new one without --session"
+            )
         return SessionRow(*row)
 
     def sessions(self, character: str | None = None) -> list[SessionRow]:
@@ -122,7 +126,9 @@ class History:
         return [SessionRow(*r) for r in self.db.execute(sql + " ORDER BY created_at", args)]
 
     def set_scene(self, sid: str, location: str, status: str) -> None:
-        self.db.execute("UPDATE sessions SET location = ?, status = ? WHERE id = ?", (location, status, sid))
+        self.db.execute(
+            "UPDATE sessions SET location = ?, status = ? WHERE id = ?", (location, status, sid)
+        )
 
     def add_turn(self, sid: str, role: str, speaker: str, content: str) -> None:
         self.db.execute(
@@ -132,7 +138,8 @@ class History:
 
     def turns(self, sid: str) -> list[TurnRow]:
         rows = self.db.execute(
-            "SELECT role, speaker, content, created_at FROM turns WHERE session_id = ? ORDER BY id", (sid,)
+            "SELECT role, speaker, content, created_at FROM turns WHERE session_id = ? ORDER BY id",
+            (sid,),
         )
         return [TurnRow(*r) for r in rows]
 

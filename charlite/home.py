@@ -59,9 +59,7 @@ def ensure_dir(path: Path) -> Path:
             hint="set CHARLITE_HOME to a writable folder",
         ) from None
     if not os.access(path, os.W_OK):
-        raise StorageError(
-            f"{path} is not writable", hint="set CHARLITE_HOME to a writable folder"
-        )
+        raise StorageError(f"{path} is not writable", hint="set CHARLITE_HOME to a writable folder")
     return path
 
 

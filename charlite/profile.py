@@ -150,11 +150,22 @@ def _read_text(path: Path) -> str:
         raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def split_paragraphs(body: str) -> list[Paragraph]:
+def _is_plain_heading(line: str) -> bool:
+    """A short line with no closing punctuation, like Wikipedia's "Family and early life"."""
+    line = line.strip()
+    return 0 < len(line) <= 80 and line[-1] not in ".!?,;:\"'”’)]"
+
+
+def split_paragraphs(body: str, plain_headings: bool = False) -> list[Paragraph]:
     """Paragraphs separated by blank lines; a leading ``#`` line is the section heading.
+
+    With ``plain_headings`` (Character-LLM wiki text), a short unpunctuated first line followed
+    by more lines is a heading too.
 
     >>> [p.text for p in split_paragraphs("One.\\n\\n## Later\\nTwo.")]
     ['One.', 'Two.']
+    >>> [(p.heading, p.text) for p in split_paragraphs("Early life\\nBorn in Bonn.", True)]
+    [('Early life', 'Born in Bonn.')]
     """
     paragraphs: list[Paragraph] = []
     heading: str | None = None
@@ -162,6 +173,8 @@ def split_paragraphs(body: str) -> list[Paragraph]:
         lines = [ln.rstrip() for ln in block.strip().split("\n") if ln.strip()]
         while lines and lines[0].lstrip().startswith("#"):
             heading = lines.pop(0).lstrip("#").strip() or heading
+        if plain_headings and len(lines) > 1 and _is_plain_heading(lines[0]):
+            heading = lines.pop(0).strip()
         if not lines:
             continue
         text = " ".join(ln.strip() for ln in lines)
@@ -208,15 +221,22 @@ def parse_markdown(text: str, path: Path) -> Profile:
             meta["name"] = first.group(1).strip()
             body = body[first.end() :]
         else:
-            raise ProfileError(f"{path}: field 'name' is missing", hint="add 'name:' to the front matter")
+            raise ProfileError(
+                f"{path}: field 'name' is missing", hint="add 'name:' to the front matter"
+            )
     if "slug" not in meta and isinstance(meta.get("name"), str):
         meta["slug"] = slugify(meta["name"])
     paragraphs = split_paragraphs(body)
     if not paragraphs:
-        raise ProfileError(f"{path}: the profile has no paragraphs", hint="write the character's story below the front matter")
+        raise ProfileError(
+            f"{path}: the profile has no paragraphs",
+            hint="write the character's story below the front matter",
+        )
     for key, default in (("era", "unknown"), ("knowledge_cutoff", None)):
         if key not in meta:
-            warnings.append(f"no '{key}' in {path.name}; add it so the character knows what it cannot know")
+            warnings.append(
+                f"no '{key}' in {path.name}; add it so the character knows what it cannot know"
+            )
             meta.setdefault(key, default)
     return build_profile(meta, path, paragraphs=paragraphs, source=str(path), warnings=warnings)
 
@@ -233,7 +253,7 @@ def parse_wiki_txt(text: str, path: Path) -> Profile:
         name = stem[5:] if stem.lower().startswith("wiki_") else stem
         name = name.replace("_", " ").strip() or "Unknown"
         body = text
-    paragraphs = split_paragraphs(body)
+    paragraphs = split_paragraphs(body, plain_headings=True)
     if not paragraphs:
         raise ProfileError(f"{path}: the profile has no paragraphs")
     warnings = [

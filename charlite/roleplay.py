@@ -107,14 +107,70 @@ def interview_scene(profile: Profile) -> Scene:
     custom = profile.metadata.get("interview_scene") if profile.metadata else None
     if isinstance(custom, dict) and custom.get("location") and custom.get("status"):
         return Scene(location=custom["location"], status=custom["status"])
-    return Scene(location=INTERVIEW_LOCATION, status=INTERVIEW_STATUS.format(name=profile.short_name))
+    return Scene(
+        location=INTERVIEW_LOCATION, status=INTERVIEW_STATUS.format(name=profile.short_name)
+    )
 
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = set(
-    "the a an of and or to in on at for with from by is was were are be been i you he she it "
-    "his her their they we my your me do did does what who when where why how which that this "
-    "as not but so if into about have has had".split()
+    [
+        "the",
+        "a",
+        "an",
+        "of",
+        "and",
+        "or",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "from",
+        "by",
+        "is",
+        "was",
+        "were",
+        "are",
+        "be",
+        "been",
+        "i",
+        "you",
+        "he",
+        "she",
+        "it",
+        "his",
+        "her",
+        "their",
+        "they",
+        "we",
+        "my",
+        "your",
+        "me",
+        "do",
+        "did",
+        "does",
+        "what",
+        "who",
+        "when",
+        "where",
+        "why",
+        "how",
+        "which",
+        "that",
+        "this",
+        "as",
+        "not",
+        "but",
+        "so",
+        "if",
+        "into",
+        "about",
+        "have",
+        "has",
+        "had",
+    ]
 )
 
 
@@ -133,9 +189,7 @@ def relevant_paragraphs(profile: Profile, query: str = "", budget_chars: int = 1
         return []
     scene = profile.default_scene
     want = _words(f"{query} {scene.location} {scene.status}")
-    ranked = sorted(
-        range(1, len(texts)), key=lambda i: (-len(_words(texts[i]) & want), i)
-    )
+    ranked = sorted(range(1, len(texts)), key=lambda i: (-len(_words(texts[i]) & want), i))
     chosen = [0]
     used = len(texts[0])
     for i in ranked:
@@ -165,7 +219,8 @@ def profile_system_message(
 
 
 def _escape_line(line: str) -> str:
-    if line.startswith("\\") or _MARKER.match(line):
+    """Prefix ``\\`` to a continuation line that :func:`parse_reply` would take for a marker."""
+    if line.startswith("\\") or _MARKER.match(line) or _LOOSE_MARKER.match(line):
         return "\\" + line
     return line
 
@@ -190,13 +245,18 @@ def parse_reply(text: str, name: str | None = None) -> list[ReplyPart]:
     parts: list[ReplyPart] = []
     current: ReplyPart | None = None
     for line in text.split("\n"):
-        m = _MARKER.match(line) or _loose_match(line, name)
+        escaped = line.startswith("\\")  # an escaped continuation line is never a marker
+        m = None if escaped else (_MARKER.match(line) or _loose_match(line, name))
         if m:
-            action = "thinking" if m.group(m.re.groupindex.get("action", 1)).lower().startswith("think") else "speaking"
+            action = (
+                "thinking"
+                if m.group(m.re.groupindex.get("action", 1)).lower().startswith("think")
+                else "speaking"
+            )
             current = ReplyPart(action, line[m.end() :])
             parts.append(current)
             continue
-        if line.startswith("\\"):
+        if escaped:
             line = line[1:]
         if current is None:
             current = ReplyPart("speaking", line)
@@ -222,11 +282,15 @@ def _loose_match(line: str, name: str | None) -> re.Match | None:
 
 def spoken(text: str, name: str | None = None) -> str:
     """Only what the character says aloud."""
-    return "\n".join(p.content.strip() for p in parse_reply(text, name) if p.action == "speaking").strip()
+    return "\n".join(
+        p.content.strip() for p in parse_reply(text, name) if p.action == "speaking"
+    ).strip()
 
 
 def thoughts(text: str, name: str | None = None) -> str:
-    return "\n".join(p.content.strip() for p in parse_reply(text, name) if p.action == "thinking").strip()
+    return "\n".join(
+        p.content.strip() for p in parse_reply(text, name) if p.action == "thinking"
+    ).strip()
 
 
 def user_line(speaker: str | None, content: str) -> str:
@@ -235,7 +299,12 @@ def user_line(speaker: str | None, content: str) -> str:
     A prompted (untrained) model stays in character far better when the person it talks to is
     simply "you", so a chat user with no name is not prefixed.
     """
-    return f"{speaker}: {content}" if speaker else content
+    first, *rest = content.split("\n")
+    # continuation lines that look like "Name: ..." or start with a backslash are escaped with
+    # a backslash, so that from_messages() does not take them for another speaker
+    rest = ["\\" + ln if ln.startswith("\\") or _USER_LINE.match(ln) else ln for ln in rest]
+    text = "\n".join([first, *rest])
+    return f"{speaker}: {text}" if speaker else text
 
 
 def to_messages(
@@ -272,11 +341,19 @@ def from_messages(character: str, messages: Sequence[dict[str, str]]) -> list[Tu
     for msg in messages:
         role, content = msg.get("role"), msg.get("content") or ""
         if role == "assistant":
-            turns.extend(Turn(character, p.content, p.action) for p in parse_reply(content, character))
+            turns.extend(
+                Turn(character, p.content, p.action) for p in parse_reply(content, character)
+            )
         elif role == "user":
             current: Turn | None = None
             for line in content.split("\n"):
-                m = _USER_LINE.match(line)
+                m = (
+                    None
+                    if line.startswith("\\") and current is not None
+                    else _USER_LINE.match(line)
+                )
+                if m is None and current is not None and line.startswith("\\"):
+                    line = line[1:]
                 if m:
                     current = Turn(m.group("name"), m.group("content"))
                     turns.append(current)
@@ -309,7 +386,9 @@ def character_llm_output(turns: Sequence[Turn]) -> str:
     return "\n".join(lines)
 
 
-_CLLM_LINE = re.compile(r"^(?P<role>[^\n()]{1,80}?)\s*\((?P<action>thinking|speaking)\)\s*:\s?", re.M)
+_CLLM_LINE = re.compile(
+    r"^(?P<role>[^\n()]{1,80}?)\s*\((?P<action>thinking|speaking)\)\s*:\s?", re.M
+)
 
 
 def parse_character_llm_output(output: str, character: str) -> list[Turn]:

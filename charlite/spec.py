@@ -55,7 +55,10 @@ class ModelSpec:
 def parse_spec(text: str) -> ModelSpec:
     text = (text or "").strip()
     if not text:
-        raise SpecError("empty model spec", hint="use embedded, gguf:PATH, ollama:TAG, openai:MODEL@URL or hf:ID")
+        raise SpecError(
+            "empty model spec",
+            hint="use embedded, gguf:PATH, ollama:TAG, openai:MODEL@URL or hf:ID",
+        )
     if text == "embedded":
         return ModelSpec("embedded", "embedded")
     prefix, sep, rest = text.partition(":")

@@ -71,33 +71,29 @@ def _silence_llama_log() -> None:
 
 
 def load_llama(
-    path: Path,
-    lora: Path | None = None,
-    n_ctx: int = DEFAULT_CTX,
-    verbose: bool = False,
-    n_threads: int | None = None,
+    path: Path, n_ctx: int = DEFAULT_CTX, verbose: bool = False, n_threads: int | None = None
 ):
-    """A cached ``llama_cpp.Llama`` for this file (and adapter), checked before loading."""
+    """A cached ``llama_cpp.Llama`` for this file, checked before llama.cpp opens it.
+
+    Adapters are not part of the load: they are applied per backend with
+    :meth:`LlamaCppBackend.set_adapter`, so characters sharing a base share one loaded model.
+    """
     info = check_gguf(path)
     if info.file_type == "adapter":
-        raise ModelError(f"{path} is a LoRA adapter, not a model", hint="pass the base model and the adapter separately")
-    if lora is not None:
-        ainfo = check_gguf(lora)
-        if ainfo.file_type != "adapter":
-            raise ModelError(f"{lora} is not a LoRA adapter GGUF")
-        if ainfo.architecture != info.architecture:
-            raise ModelError(
-                f"adapter {lora} is for a {ainfo.architecture} model, not {info.architecture}",
-                hint="export the adapter from a run trained on this base",
-            )
-    key = (str(Path(path).resolve()), str(lora) if lora else None, n_ctx)
+        raise ModelError(
+            f"{path} is a LoRA adapter, not a model",
+            hint="pass the base model and the adapter separately",
+        )
+    key = (str(Path(path).resolve()), n_ctx)
     with _LOCK:
         if key in _LOADED:
             return _LOADED[key]
         try:
             import llama_cpp
         except ImportError as exc:  # pragma: no cover - a broken install
-            raise ModelError(f"llama-cpp-python is not importable: {exc}", hint="pip install llama-cpp-python") from None
+            raise ModelError(
+                f"llama-cpp-python is not importable: {exc}", hint="pip install llama-cpp-python"
+            ) from None
         if not verbose:
             _silence_llama_log()
         kwargs: dict[str, Any] = {
@@ -106,27 +102,57 @@ def load_llama(
             "verbose": verbose,
             "n_threads": n_threads or max(1, (os.cpu_count() or 2)),
         }
-        if lora is not None:
-            kwargs["lora_path"] = str(lora)
         try:
             with quiet_native(not verbose):
                 llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp could not load {path}: {exc}") from None
+        _instrument(llm)
         _LOADED[key] = llm
         return llm
+
+
+def _instrument(llm) -> None:
+    """Count evaluated tokens (benchmarks read ``llm._charlite_evaluated``) and track adapters."""
+    llm._charlite_evaluated = 0
+    llm._charlite_adapters = {}  # path -> llama_adapter_lora_p
+    llm._charlite_active = None  # path of the active adapter, or None
+    original = llm.eval
+
+    def counting_eval(tokens):
+        llm._charlite_evaluated += len(tokens)
+        return original(tokens)
+
+    llm.eval = counting_eval
 
 
 def unload_all() -> None:
     with _LOCK:
         for llm in _LOADED.values():
+            _free_adapters(llm)
             with contextlib.suppress(Exception):
                 llm.close()
         _LOADED.clear()
 
 
+def _free_adapters(llm) -> None:
+    import llama_cpp
+
+    with contextlib.suppress(Exception):
+        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+    for adapter in llm._charlite_adapters.values():
+        with contextlib.suppress(Exception):
+            llama_cpp.llama_adapter_lora_free(adapter)
+    llm._charlite_adapters.clear()
+    llm._charlite_active = None
+
+
 class LlamaCppBackend(Backend):
-    """A local GGUF through llama.cpp. One model at a time generates (llama.cpp is not re-entrant)."""
+    """A local GGUF through llama.cpp, optionally with a LoRA adapter.
+
+    Backends over the same base file share one loaded model; switching the adapter swaps a few
+    MB on the context instead of reloading (adapter hot-swap). One call generates at a time.
+    """
 
     def __init__(
         self,
@@ -139,11 +165,67 @@ class LlamaCppBackend(Backend):
     ):
         self.spec = spec
         self.path = Path(path) if path else spec.gguf_path()
-        self.lora = Path(lora) if lora else None
         self.verbose = verbose
-        self.llm = load_llama(self.path, self.lora, n_ctx, verbose)
+        self.llm = load_llama(self.path, n_ctx, verbose)
         self.n_ctx = self.llm.n_ctx()
-        self._gen_lock = threading.Lock()
+        self.lora: Path | None = None
+        self.set_adapter(lora)
+        self._formatter = None
+
+    # -- adapters -------------------------------------------------------------------------------
+
+    def set_adapter(self, lora: Path | None) -> None:
+        """Use ``lora`` (a GGUF LoRA for this base) from now on, or none."""
+        if lora is not None:
+            lora = Path(lora).resolve()
+            info = check_gguf(self.path)
+            ainfo = check_gguf(lora)
+            if ainfo.file_type != "adapter":
+                raise ModelError(f"{lora} is not a LoRA adapter GGUF")
+            if ainfo.architecture != info.architecture:
+                raise ModelError(
+                    f"adapter {lora} is for a {ainfo.architecture} model, not {info.architecture}",
+                    hint="export the adapter from a run trained on this base",
+                )
+            _check_adapter_fits(lora, self.path)
+            self._adapter_handle(lora)
+        self.lora = lora
+
+    def _adapter_handle(self, lora: Path):
+        import llama_cpp
+
+        handles = self.llm._charlite_adapters
+        if str(lora) not in handles:
+            with quiet_native(not self.verbose):
+                handle = llama_cpp.llama_adapter_lora_init(
+                    self.llm._model.model, str(lora).encode()
+                )
+            if not handle:
+                raise ModelError(f"llama.cpp could not load the adapter {lora}")
+            handles[str(lora)] = handle
+        return handles[str(lora)]
+
+    def _activate(self) -> None:
+        """Make this backend's adapter the one applied on the shared context."""
+        import ctypes
+
+        import llama_cpp
+
+        want = str(self.lora) if self.lora else None
+        if self.llm._charlite_active == want:
+            return
+        if want is None:
+            rc = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
+        else:
+            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapter_handle(self.lora))
+            scales = (ctypes.c_float * 1)(1.0)
+            rc = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, arr, 1, scales)
+        if rc:
+            raise ModelError(f"llama.cpp could not apply the adapter {want}")
+        self.llm._charlite_active = want
+        self.llm.reset()  # the cached KV was computed with other weights
+
+    # -- generation -----------------------------------------------------------------------------
 
     def _kwargs(self, params: GenParams | None) -> dict[str, Any]:
         p = params or GenParams()
@@ -158,6 +240,7 @@ class LlamaCppBackend(Backend):
 
     def stream(self, messages: Messages, params: GenParams | None = None) -> Iterator[Delta]:
         with self._gen_lock:
+            self._activate()
             chunks = self.llm.create_chat_completion(
                 messages=list(messages), stream=True, **self._kwargs(params)
             )
@@ -172,11 +255,13 @@ class LlamaCppBackend(Backend):
         if schema is not None:
             return self.chat_json(messages, schema, params)
         with self._gen_lock:
+            self._activate()
             out = self.llm.create_chat_completion(messages=list(messages), **self._kwargs(params))
         return _completion(out)
 
     def chat_json(self, messages, schema, params=None) -> Completion:
         with self._gen_lock:
+            self._activate()
             out = self.llm.create_chat_completion(
                 messages=list(messages),
                 response_format={"type": "json_object", "schema": schema},
@@ -184,12 +269,121 @@ class LlamaCppBackend(Backend):
             )
         return _completion(out)
 
+    @property
+    def _gen_lock(self) -> threading.Lock:
+        lock = getattr(self.llm, "_charlite_lock", None)
+        if lock is None:
+            lock = self.llm._charlite_lock = threading.Lock()
+        return lock
+
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    # -- prompt tokens and the persona prefix cache ---------------------------------------------
+
+    def prompt_tokens(self, messages: Messages) -> list[int]:
+        """The tokens llama-cpp-python evaluates for ``messages`` (with the generation prompt)."""
+        if self._formatter is None:
+            from llama_cpp import llama_chat_format
+
+            template = self.llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise ModelError(f"{self.path.name} has no chat template")
+            model = self.llm._model
+            eos, bos = self.llm.token_eos(), self.llm.token_bos()
+            self._formatter = llama_chat_format.Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+                stop_token_ids=[eos],
+            )
+            self._bos = [bos] if bos != -1 and model.add_bos_token() else []
+        text = self._formatter(messages=list(messages)).prompt
+        return self._bos + self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def persona_prefix(self, system: str) -> list[int]:
+        """The tokens every conversation with this system message starts with."""
+        a = self.prompt_tokens(
+            [{"role": "system", "content": system}, {"role": "user", "content": "A"}]
+        )
+        b = self.prompt_tokens(
+            [{"role": "system", "content": system}, {"role": "user", "content": "Z"}]
+        )
+        n = 0
+        for x, y in zip(a, b):
+            if x != y:
+                break
+            n += 1
+        return a[:n]
+
+    def prime(self, system: str, cache=None) -> str:
+        """Get the context ready to continue after ``system``: "warm", "restored" or "evaluated".
+
+        With a :class:`~charlite.persona_cache.PersonaCache`, a saved state is restored when
+        there is one, and saved after evaluating when there is not.
+        """
+        with self._gen_lock:
+            self._activate()
+            prefix = self.persona_prefix(system)
+            if not prefix or len(prefix) >= self.n_ctx - 8:
+                return "evaluated"
+            current = self.llm.input_ids[: self.llm.n_tokens].tolist()
+            if current[: len(prefix)] == prefix:
+                return "warm"
+            key = None
+            if cache is not None:
+                from charlite.persona_cache import cache_key
+
+                key = cache_key(self.path, self.lora, prefix)
+                entry = cache.load(key)
+                if entry is not None and entry.tokens == prefix:
+                    if self._restore(entry.tokens, entry.state):
+                        return "restored"
+            self.llm.reset()
+            self.llm.eval(prefix)
+            if cache is not None and key is not None:
+                cache.save(key, prefix, self._state_bytes())
+            return "evaluated"
+
+    def _state_bytes(self) -> bytes:
+        import ctypes
+
+        import llama_cpp
+
+        ctx = self.llm._ctx.ctx
+        size = llama_cpp.llama_state_get_size(ctx)
+        buf = (ctypes.c_uint8 * int(size))()
+        n = llama_cpp.llama_state_get_data(ctx, buf, size)
+        return bytes(buf[: int(n)])
+
+    def _restore(self, tokens: list[int], state: bytes) -> bool:
+        import ctypes
+
+        import llama_cpp
+        import numpy as np
+
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_cpp.llama_state_set_data(self.llm._ctx.ctx, buf, len(state)) != len(state):
+            self.llm.reset()
+            return False
+        n = len(tokens)
+        self.llm.input_ids[:n] = np.asarray(tokens, dtype=np.intc)
+        self.llm.n_tokens = n
+        self.llm._requires_eval = True
+        return True
 
     def describe(self) -> str:
         base = f"{self.spec} ({self.path.name})" if self.spec.kind == "gguf" else str(self.spec)
         return f"{base} + {self.lora.name}" if self.lora else base
+
+
+def _check_adapter_fits(lora: Path, base: Path) -> None:
+    """Refuse an adapter whose tensors do not match the base's, before llama.cpp sees it."""
+    try:
+        from charlite.export.gguf_lora import check_adapter_matches_base
+    except ImportError:
+        return
+    check_adapter_matches_base(lora, base)
 
 
 def _completion(out: dict) -> Completion:

@@ -18,9 +18,12 @@ class OpenAIBackend(Backend):
     def __init__(self, spec: ModelSpec, *, timeout: float = 600.0, api_key: str | None = None):
         self.spec = spec
         self.base_url = spec.url or ""
-        key = api_key or os.environ.get("CHARLITE_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        key = (
+            api_key or os.environ.get("CHARLITE_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        )
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+        self._json_object_only = False  # set when the server refuses OpenAI's json_schema format
 
     def _body(self, messages: Messages, params: GenParams | None, **extra: Any) -> dict[str, Any]:
         p = params or GenParams()
@@ -36,7 +39,9 @@ class OpenAIBackend(Backend):
         if p.stop:
             body["stop"] = list(p.stop)
         if p.repeat_penalty and p.repeat_penalty != 1.0:
-            body["repeat_penalty"] = p.repeat_penalty  # llama.cpp and vLLM accept it; others ignore it
+            body["repeat_penalty"] = (
+                p.repeat_penalty
+            )  # llama.cpp and vLLM accept it; others ignore it
         body.update(extra)
         return body
 
@@ -64,7 +69,9 @@ class OpenAIBackend(Backend):
         try:
             return resp.json()
         except ValueError:
-            raise BackendError(f"{self.base_url} answered with something that is not JSON") from None
+            raise BackendError(
+                f"{self.base_url} answered with something that is not JSON"
+            ) from None
 
     def stream(self, messages: Messages, params: GenParams | None = None) -> Iterator[Delta]:
         body = self._body(messages, params, stream=True)
@@ -99,11 +106,22 @@ class OpenAIBackend(Backend):
         return _completion(self._post(self._body(messages, params)))
 
     def chat_json(self, messages, schema, params=None) -> Completion:
-        fmt = {
+        """OpenAI's ``json_schema`` format; servers that refuse it (llama-cpp-python's) get the
+        ``json_object`` + ``schema`` form instead, remembered for the next calls."""
+        standard = {
             "type": "json_schema",
             "json_schema": {"name": "record", "schema": schema, "strict": True},
         }
-        out = self._post(self._body(messages, params, response_format=fmt))
+        fallback = {"type": "json_object", "schema": schema}
+        if self._json_object_only:
+            return _completion(self._post(self._body(messages, params, response_format=fallback)))
+        try:
+            out = self._post(self._body(messages, params, response_format=standard))
+        except BackendError as exc:
+            if "answered" not in exc.message or "json_schema" not in exc.message:
+                raise
+            self._json_object_only = True
+            out = self._post(self._body(messages, params, response_format=fallback))
         return _completion(out)
 
     def close(self) -> None:

@@ -37,8 +37,13 @@ def characters() -> None:
             continue
         data, runs, exports = _artifacts(slug)
         table.add_row(
-            slug, p.name, p.era, "bundled" if ref.bundled else "user",
-            _cell(data), _cell(runs), _cell(exports),
+            slug,
+            p.name,
+            p.era,
+            "bundled" if ref.bundled else "user",
+            _cell(data),
+            _cell(runs),
+            _cell(exports),
         )
     console().print(table)
     for problem in problems:
@@ -63,7 +68,9 @@ def show(name: str) -> None:
     if p.traits:
         out.print(f"traits:    {', '.join(p.traits)}")
     words = sum(len(t.split()) for t in p.paragraph_texts())
-    out.print(f"profile:   {len(p.paragraphs)} paragraphs, {words} words, {len(p.facts)} fact probes")
+    out.print(
+        f"profile:   {len(p.paragraphs)} paragraphs, {words} words, {len(p.facts)} fact probes"
+    )
     from charlite.chat import resolve_model
 
     out.print(f"chat model: {resolve_model(p).label}")

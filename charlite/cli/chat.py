@@ -22,16 +22,36 @@ SLASH_HELP = """\
 @click.command()
 @click.argument("name")
 @click.option("-m", "--message", help="Answer this one message, print the reply and exit.")
-@click.option("--model", "model", metavar="SPEC", help="embedded, gguf:PATH, ollama:TAG, openai:MODEL@URL.")
-@click.option("--prompted", is_flag=True, help="Use the base model with the profile in the prompt, even if a trained export exists.")
+@click.option(
+    "--model", "model", metavar="SPEC", help="embedded, gguf:PATH, ollama:TAG, openai:MODEL@URL."
+)
+@click.option(
+    "--prompted",
+    is_flag=True,
+    help="Use the base model with the profile in the prompt, even if a trained export exists.",
+)
 @click.option("--session", "session_id", metavar="ID", help="Continue an earlier session.")
 @click.option("--location", help="Where the scene takes place.")
 @click.option("--status", help="What is going on in the scene.")
-@click.option("--show-thoughts", is_flag=True, help="Show the character's (thinking) lines, dimmed.")
+@click.option(
+    "--show-thoughts", is_flag=True, help="Show the character's (thinking) lines, dimmed."
+)
 @click.option("--seed", type=int, help="Sampling seed, for repeatable replies.")
 @click.option("--temperature", type=float, help="Sampling temperature (default 0.7).")
 @click.option("--max-tokens", type=int, help="Longest reply in tokens (default 200).")
-def chat(name, message, model, prompted, session_id, location, status, show_thoughts, seed, temperature, max_tokens):
+def chat(
+    name,
+    message,
+    model,
+    prompted,
+    session_id,
+    location,
+    status,
+    show_thoughts,
+    seed,
+    temperature,
+    max_tokens,
+):
     """Talk with a character (default: the embedded model, prompted with the profile)."""
     from charlite.chat import CHAT_PARAMS, ChatSession, resolve_model
     from charlite.history import History
@@ -47,8 +67,14 @@ def chat(name, message, model, prompted, session_id, location, status, show_thou
     backend = resolved.backend(verbose=verbose())
     params = CHAT_PARAMS.with_(seed=seed, temperature=temperature, max_tokens=max_tokens)
     session = ChatSession(
-        profile, backend, prompted=resolved.prompted, history=history, session_id=session_id,
-        scene=scene, params=params, model_label=resolved.label,
+        profile,
+        backend,
+        prompted=resolved.prompted,
+        history=history,
+        session_id=session_id,
+        scene=scene,
+        params=params,
+        model_label=resolved.label,
     )
     if message is not None:
         _answer(session, message, show_thoughts)
@@ -77,7 +103,9 @@ def _interactive(session, show_thoughts: bool) -> None:
 
     out = console()
     p = session.profile
-    out.print(f"[bold]{p.name}[/bold] · model: {session.model_label} · session {session.session_id}")
+    out.print(
+        f"[bold]{p.name}[/bold] · model: {session.model_label} · session {session.session_id}"
+    )
     out.print(f"[dim]{session.scene.location} — {session.scene.status}[/dim]")
     out.print("[dim]/help for commands, Ctrl-D to leave[/dim]")
     while True:

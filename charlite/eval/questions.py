@@ -89,8 +89,13 @@ def parse_questions(data: Any, source: str = "questions") -> list[Question]:
                 break
         else:
             if data.get("format") and "items" in data:
-                raise DataError(f"{source} is an interview results file, not a question file", hint="pass it to 'charlite eval'")
-            raise DataError(f"{source}: unknown question file format (a JSON object, not a list)", hint=hint)
+                raise DataError(
+                    f"{source} is an interview results file, not a question file",
+                    hint="pass it to 'charlite eval'",
+                )
+            raise DataError(
+                f"{source}: unknown question file format (a JSON object, not a list)", hint=hint
+            )
     if not isinstance(data, list):
         raise DataError(f"{source}: unknown question file format", hint=hint)
     if not data:
@@ -125,7 +130,11 @@ def parse_questions(data: Any, source: str = "questions") -> list[Question]:
             continue  # the same question twice would be judged twice: keep the first
         seen.add(key)
         topic = item.get("topic")
-        topic = topic.strip() if isinstance(topic, str) and topic.strip() else TOPICS.get(topic_id, topic_id)
+        topic = (
+            topic.strip()
+            if isinstance(topic, str) and topic.strip()
+            else TOPICS.get(topic_id, topic_id)
+        )
         out.append(Question(topic_id=topic_id, question=question.strip(), topic=topic))
     return out
 

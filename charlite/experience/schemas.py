@@ -16,7 +16,11 @@ from charlite import roleplay
 from charlite.profile import Scene
 
 DATASET_FORMAT = 1
-STAGE_FILES = {"scenes": "scenes.jsonl", "experiences": "experiences.jsonl", "protective": "protective.jsonl"}
+STAGE_FILES = {
+    "scenes": "scenes.jsonl",
+    "experiences": "experiences.jsonl",
+    "protective": "protective.jsonl",
+}
 
 
 class DialogueTurn(BaseModel):
@@ -36,6 +40,8 @@ class SceneRecord(BaseModel):
     location: str = Field(min_length=1)
     background: str = Field(min_length=1)
     source: str = "generated"
+    teacher: str | None = None
+    """The model spec that wrote it (generated records)."""
 
 
 class Experience(BaseModel):
@@ -52,6 +58,9 @@ class Experience(BaseModel):
     status: str = Field(min_length=1)
     dialogue: list[DialogueTurn] = Field(min_length=1)
     source: str = "generated"
+    scene_type: str | None = None
+    """chat, debate, speech, … (from the scene, where known)."""
+    teacher: str | None = None
 
     def scene(self) -> Scene:
         return Scene(location=self.location, status=self.status)
@@ -71,3 +80,90 @@ class Experience(BaseModel):
         if any(not t.content.strip() for t in self.dialogue):
             out.append("empty_turn")
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# What the teacher is asked to write. Every string and list is bounded: a tiny teacher fills an
+# unbounded string with repetition until max_tokens cuts the JSON. The JSON schemas sent to the
+# backends are derived from these models by :func:`teacher_schema`.
+
+SCENE_TYPES: tuple[str, ...] = (
+    "chat",
+    "debate",
+    "discussion",
+    "speech",
+    "lesson",
+    "quarrel",
+    "negotiation",
+    "celebration",
+    "confession",
+    "interview",
+)
+MAX_TURNS = 6
+MIN_TURNS = 3
+
+
+class TeacherScene(BaseModel):
+    """One scene drawn from a profile paragraph."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal[SCENE_TYPES]  # type: ignore[valid-type]
+    location: str = Field(min_length=3, max_length=100)
+    """Place and time, e.g. "Haydn's rooms in Vienna, winter 1793"."""
+    background: str = Field(min_length=10, max_length=240)
+    """Who is there and what is at stake."""
+
+
+class TeacherTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: str = Field(min_length=1, max_length=40)
+    action: Literal["thinking", "speaking"]
+    content: str = Field(min_length=1, max_length=160)
+
+
+class TeacherExperience(BaseModel):
+    """A dialogue inside a scene."""
+
+    model_config = ConfigDict(extra="forbid")
+    background: str = Field(min_length=10, max_length=240)
+    dialogue: list[TeacherTurn] = Field(min_length=MIN_TURNS, max_length=MAX_TURNS)
+
+
+class TeacherProtective(BaseModel):
+    """A dialogue in which someone presses the character about something it cannot know."""
+
+    model_config = ConfigDict(extra="forbid")
+    topic: str = Field(min_length=2, max_length=60)
+    location: str = Field(min_length=3, max_length=100)
+    background: str = Field(min_length=10, max_length=240)
+    dialogue: list[TeacherTurn] = Field(min_length=MIN_TURNS, max_length=MAX_TURNS)
+
+
+def teacher_schema(model: type[BaseModel]) -> dict:
+    """A self-contained JSON schema for ``model``: references inlined, titles dropped.
+
+    >>> s = teacher_schema(TeacherScene)
+    >>> s["properties"]["location"]["maxLength"], s["additionalProperties"]
+    (100, False)
+    """
+    raw = model.model_json_schema()
+    defs = raw.pop("$defs", {})
+
+    def inline(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            out = {}
+            for key, value in node.items():
+                if key == "properties":
+                    out[key] = {name: inline(sub) for name, sub in value.items()}
+                elif key not in ("title", "description"):
+                    out[key] = inline(value)
+            if out.get("type") == "object":
+                out["additionalProperties"] = False
+            return out
+        if isinstance(node, list):
+            return [inline(x) for x in node]
+        return node
+
+    return inline(raw)
