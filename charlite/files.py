@@ -111,7 +111,7 @@ class JsonlWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_jsonl(self.path)
         try:
-            self._fh = open(self.path, "ab")
+            self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open across appends
         except OSError as exc:
             raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
