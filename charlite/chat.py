@@ -220,3 +220,43 @@ class ChatSession:
                 self.profile.slug, self.model_label, self.scene.location, self.scene.status
             )
         self._system = self._make_system()
+
+
+def switch_character(
+    session: ChatSession, name: str, verbose: bool = False
+) -> tuple[ChatSession, str]:
+    """A new session with another character, reusing the loaded base where possible.
+
+    When both characters run on the same base GGUF (prompted, or a LoRA adapter over it), only
+    the adapter is swapped on the loaded model; a merged export or another model means a reload.
+    Returns the new session and ``"swapped"`` or ``"reloaded"``.
+    """
+    from charlite import characters
+    from charlite.backends.llamacpp import LlamaCppBackend
+
+    profile = characters.get_profile(name)
+    resolved = resolve_model(profile)
+    backend = session.backend
+    how = "reloaded"
+    target_path = resolved.path or (
+        resolved.spec.gguf_path() if resolved.spec.is_local_gguf else None
+    )
+    if (
+        isinstance(backend, LlamaCppBackend)
+        and target_path is not None
+        and Path(target_path).resolve() == backend.path.resolve()
+    ):
+        backend.set_adapter(resolved.lora)
+        how = "swapped"
+    else:
+        backend = resolved.backend(verbose=verbose)
+    new = ChatSession(
+        profile,
+        backend,
+        prompted=resolved.prompted,
+        history=session.history,
+        params=session.params,
+        model_label=resolved.label,
+        use_persona_cache=session.use_persona_cache,
+    )
+    return new, how

@@ -95,3 +95,49 @@ def file_sha256(path: Path | str, limit: int | None = None) -> str:
             h.update(fh.read(limit))
             h.update(str(os.fstat(fh.fileno()).st_size).encode())
     return h.hexdigest()
+
+
+def tensor_shapes(path: Path | str) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> GGUF dims (ne0 first) of a file already passed by :func:`check_gguf`."""
+
+    info = check_gguf(path)
+    return _shapes(info.path, Path(info.path).stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _shapes(path: str, mtime_ns: int) -> dict[str, tuple[int, ...]]:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path, "r")
+    return {t.name: tuple(int(x) for x in t.shape) for t in reader.tensors}
+
+
+def check_adapter_matches_base(adapter: Path | str, base: Path | str) -> None:
+    """Refuse a GGUF LoRA whose tensors do not fit ``base``, before llama.cpp sees it.
+
+    llama.cpp would abort the process (or silently misbehave) on an adapter made for another
+    base; here every ``X.weight.lora_a/b`` pair is checked against ``X.weight``.
+    """
+    a_info, b_info = check_gguf(adapter), check_gguf(base)
+    if a_info.architecture != b_info.architecture:
+        raise ModelError(
+            f"adapter {Path(adapter).name} is for a {a_info.architecture} model, not {b_info.architecture}",
+            hint="export the adapter from a run trained on this base",
+        )
+    ash, bsh = tensor_shapes(adapter), tensor_shapes(base)
+    hint = "it was made for another base; export it from a run trained on this base"
+    pairs = [n[: -len(".lora_a")] for n in ash if n.endswith(".lora_a")]
+    if not pairs:
+        raise ModelError(f"adapter {Path(adapter).name} has no LoRA tensors")
+    for name in pairs:
+        a, b, w = ash.get(name + ".lora_a"), ash.get(name + ".lora_b"), bsh.get(name)
+        if b is None or w is None or len(a) != 2 or len(b) != 2 or len(w) != 2:
+            raise ModelError(
+                f"adapter {Path(adapter).name} does not fit {Path(base).name} ({name})", hint=hint
+            )
+        if a[0] != w[0] or b[1] != w[1] or a[1] != b[0]:
+            raise ModelError(
+                f"adapter {Path(adapter).name} does not fit {Path(base).name}: {name} is "
+                f"{b[1]}x{a[0]} in the adapter, {w[1]}x{w[0]} in the model",
+                hint=hint,
+            )

@@ -239,7 +239,7 @@ class LlamaCppBackend(Backend):
         }
 
     def stream(self, messages: Messages, params: GenParams | None = None) -> Iterator[Delta]:
-        with self._gen_lock:
+        with self._gen_lock, _too_long_is_model_error(self.n_ctx):
             self._activate()
             chunks = self.llm.create_chat_completion(
                 messages=list(messages), stream=True, **self._kwargs(params)
@@ -254,13 +254,13 @@ class LlamaCppBackend(Backend):
     def chat(self, messages, params=None, schema=None) -> Completion:
         if schema is not None:
             return self.chat_json(messages, schema, params)
-        with self._gen_lock:
+        with self._gen_lock, _too_long_is_model_error(self.n_ctx):
             self._activate()
             out = self.llm.create_chat_completion(messages=list(messages), **self._kwargs(params))
         return _completion(out)
 
     def chat_json(self, messages, schema, params=None) -> Completion:
-        with self._gen_lock:
+        with self._gen_lock, _too_long_is_model_error(self.n_ctx):
             self._activate()
             out = self.llm.create_chat_completion(
                 messages=list(messages),
@@ -379,11 +379,23 @@ class LlamaCppBackend(Backend):
 
 def _check_adapter_fits(lora: Path, base: Path) -> None:
     """Refuse an adapter whose tensors do not match the base's, before llama.cpp sees it."""
-    try:
-        from charlite.export.gguf_lora import check_adapter_matches_base
-    except ImportError:
-        return
+    from charlite.gguf_check import check_adapter_matches_base
+
     check_adapter_matches_base(lora, base)
+
+
+@contextlib.contextmanager
+def _too_long_is_model_error(n_ctx: int) -> Iterator[None]:
+    """llama-cpp-python raises a bare ValueError for a prompt longer than the context."""
+    try:
+        yield
+    except ValueError as exc:
+        if "exceed context window" in str(exc) or "context window" in str(exc):
+            raise ModelError(
+                f"the prompt is longer than the model's context ({n_ctx} tokens)",
+                hint="send a shorter message",
+            ) from None
+        raise
 
 
 def _completion(out: dict) -> Completion:

@@ -7,6 +7,7 @@ import sys
 import click
 
 from charlite import characters as registry
+from charlite.cli.complete import complete_character
 from charlite.cli.output import console, verbose
 from charlite.errors import CharliteError
 
@@ -16,11 +17,12 @@ SLASH_HELP = """\
 /scene LOCATION | STATUS    change the scene
 /thoughts                   show or hide the character's thoughts
 /history                    the turns of this session
+/switch NAME                talk to another character (swaps the adapter when the base is shared)
 /exit                       leave (Ctrl-D works too)"""
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_character)
 @click.option("-m", "--message", help="Answer this one message, print the reply and exit.")
 @click.option(
     "--model", "model", metavar="SPEC", help="embedded, gguf:PATH, ollama:TAG, openai:MODEL@URL."
@@ -99,8 +101,6 @@ def _answer(session, text: str, show_thoughts: bool) -> None:
 
 
 def _interactive(session, show_thoughts: bool) -> None:
-    from charlite import roleplay
-
     out = console()
     p = session.profile
     out.print(
@@ -121,8 +121,12 @@ def _interactive(session, show_thoughts: bool) -> None:
             continue
         if text.startswith("/"):
             try:
-                if _slash(session, text, out) == "exit":
+                result = _slash(session, text, out)
+                if result == "exit":
                     return
+                if result is not None:
+                    session = result
+                    p = session.profile
             except CharliteError as exc:
                 out.print(f"[red]{exc}[/red]")
             if text.strip() == "/thoughts":
@@ -144,7 +148,6 @@ def _interactive(session, show_thoughts: bool) -> None:
         except KeyboardInterrupt:
             stream.close()
             out.print(" [dim](interrupted)[/dim]")
-        del roleplay
 
 
 def _print_line(out, line: str, show_thoughts: bool, name: str) -> None:
@@ -164,7 +167,7 @@ def _print_line(out, line: str, show_thoughts: bool, name: str) -> None:
             out.print(part.content.strip(), markup=False, highlight=False)
 
 
-def _slash(session, text: str, out) -> str | None:
+def _slash(session, text: str, out):
     cmd, _, arg = text.partition(" ")
     cmd = cmd.lower()
     if cmd in ("/exit", "/quit"):
@@ -186,6 +189,15 @@ def _slash(session, text: str, out) -> str | None:
             out.print(turn.content, markup=False)
     elif cmd == "/thoughts":
         pass
+    elif cmd == "/switch":
+        from charlite.chat import switch_character
+
+        if not arg.strip():
+            raise CharliteError("usage: /switch NAME")
+        new, how = switch_character(session, arg.strip(), verbose=verbose())
+        note = "adapter swapped on the loaded model" if how == "swapped" else "model reloaded"
+        out.print(f"[dim]now talking to {new.profile.name} · {new.model_label} · {note}[/dim]")
+        return new
     else:
         raise CharliteError(f"unknown command {cmd}; /help lists them")
     return None
