@@ -199,6 +199,7 @@ def build_profile(data: dict[str, Any], path: Path, **extra: Any) -> Profile:
 def parse_markdown(text: str, path: Path) -> Profile:
     """A charlite ``.md`` profile: YAML front matter between ``---`` lines, then paragraphs."""
     meta: dict[str, Any] = {}
+    text = text.replace("\r\n", "\n")  # a profile saved on Windows
     body = text
     stripped = text.lstrip()
     if stripped.startswith("---"):
@@ -206,7 +207,7 @@ def parse_markdown(text: str, path: Path) -> Profile:
         if len(parts) < 3:
             raise ProfileError(f"{path}: front matter starts with '---' but never ends")
         try:
-            meta = yaml.safe_load(parts[1]) or {}
+            meta = yaml.load(parts[1], Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 2}" if mark else ""

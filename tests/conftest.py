@@ -27,42 +27,10 @@ def embedded_path():
     return embedded_model_path()
 
 
-def write_random_adapter(base, out, seed: int = 0, rank: int = 4, scale: float = 0.1):
-    """A real GGUF LoRA file for ``base`` with random weights (for hot-swap and cache tests).
-
-    It is a genuine adapter as llama.cpp loads it (``general.type=adapter``, ``lora_a``/``lora_b``
-    pairs on attn_q/attn_v/ffn_up of every block); only its values are random, large enough to
-    change greedy output.
-    """
-    import gguf
-    import numpy as np
-
-    from charlite.gguf_check import check_gguf, tensor_shapes
-
-    arch = check_gguf(base).architecture
-    shapes = tensor_shapes(base)
-    rng = np.random.default_rng(seed)
-    writer = gguf.GGUFWriter(str(out), arch)
-    writer.add_type(gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(rank))
-    for name, dims in shapes.items():
-        if not name.endswith((".attn_q.weight", ".attn_v.weight", ".ffn_up.weight")):
-            continue
-        n_in, n_out = dims
-        a = (rng.standard_normal((rank, n_in)) * scale).astype(np.float32)
-        b = (rng.standard_normal((n_out, rank)) * scale).astype(np.float32)
-        writer.add_tensor(f"{name}.lora_a", a)
-        writer.add_tensor(f"{name}.lora_b", b)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return out
-
-
 @pytest.fixture(scope="session")
 def random_adapters(tmp_path_factory, embedded_path):
+    from charlite.testing import write_random_adapter
+
     folder = tmp_path_factory.mktemp("adapters")
     return [
         write_random_adapter(embedded_path, folder / f"random-{i}.gguf", seed=i) for i in (1, 2)
