@@ -33,6 +33,7 @@ import binascii
 import copy
 import hashlib
 import json
+import math
 import re
 import struct
 import zlib
@@ -163,7 +164,8 @@ def _parse_card_json(text: str, path: Path, where: str) -> dict[str, Any]:
 
 
 def _check_tree(value: Any, path: Path) -> None:
-    """Refuse JSON that is too deep, too large, or holds text that cannot be saved as UTF-8."""
+    """Refuse JSON that is too deep or too large, or holds text that cannot be saved as UTF-8 or
+    numbers that are not JSON (NaN, Infinity, 1e400)."""
     stack = [(value, 1)]
     nodes = 0
     while stack:
@@ -181,6 +183,8 @@ def _check_tree(value: Any, path: Path) -> None:
             stack.extend((v, depth + 1) for v in item)
         elif isinstance(item, str):
             _check_text(item, path)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ProfileError(f"{path}: the card holds a number JSON cannot carry ({item})")
 
 
 def _check_text(text: str, path: Path) -> None:
@@ -223,7 +227,9 @@ def png_chunks(data: bytes, path: Path | str = "PNG") -> list[tuple[bytes, bytes
         pos = end
         if kind == b"IEND":
             break
-    if not chunks or chunks[0][0] != b"IHDR":
+    if not chunks:
+        raise ProfileError(f"{path}: the PNG is truncated (nothing after its signature)")
+    if chunks[0][0] != b"IHDR":
         raise ProfileError(f"{path}: the PNG is corrupt (it does not start with an IHDR chunk)")
     if chunks[-1][0] != b"IEND":
         raise ProfileError(f"{path}: the PNG is truncated (no IEND chunk)")
@@ -585,10 +591,10 @@ def profile_from_card(card: dict[str, Any], path: Path | str = "card") -> Profil
         if key in ext:
             values[key] = ext[key]
     if "era" not in values or "knowledge_cutoff" not in values:
-        slug = values["slug"] if isinstance(values.get("slug"), str) else card_slug(name)
         warnings.append(
             f"{path.name} gives no era or knowledge cutoff; add 'era:' and 'knowledge_cutoff:' (a year) "
-            f"to characters/{slug}/profile.md so the character knows what it cannot know"
+            "to the profile's front matter so the character knows what it cannot know "
+            "('charlite show NAME' prints where the profile is)"
         )
     return build_profile(
         values,
@@ -745,7 +751,13 @@ def _profile_text_fields(profile: Profile) -> tuple[dict[str, Any], dict[str, st
 
 def card_from_profile(profile: Profile) -> dict[str, Any]:
     """A Character Card V3 (whose ``data`` also holds every V2 field) for ``profile``."""
-    metadata = copy.deepcopy(profile.metadata or {})
+    try:  # YAML front matter can hold dates or binary: make every value JSON
+        metadata = profile.model_dump(mode="json", include={"metadata"})["metadata"]
+    except ValueError as exc:
+        raise ProfileError(
+            f"profile '{profile.slug}': its metadata holds a value a card cannot carry ({exc})",
+            hint="edit the metadata in its profile.md",
+        ) from None
     record = metadata.pop("card", None)
     from_card = isinstance(record, dict)
     record = record if from_card else {}

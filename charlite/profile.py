@@ -288,13 +288,25 @@ def load_profile(path: Path | str) -> Profile:
 # Writing
 
 
+class _Dumper(yaml.SafeDumper):
+    """Double-quotes strings holding NEL/LS/PS, which PyYAML would read back as spaces."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str):
+    style = '"' if any(c in value for c in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def dump_markdown(profile: Profile) -> str:
     """The charlite ``.md`` form of a profile; :func:`parse_markdown` reads it back unchanged."""
     meta = profile.model_dump(mode="json", exclude={"paragraphs"}, exclude_defaults=True)
     meta["name"], meta["slug"] = profile.name, profile.slug
     ordered = {k: meta[k] for k in ("name", "slug") if k in meta}
     ordered.update({k: v for k, v in meta.items() if k not in ordered})
-    front = yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
+    front = yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
     chunks = []
     heading = None
     for p in profile.paragraphs:

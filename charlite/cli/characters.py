@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from charlite import characters as registry
+from charlite.cli.complete import complete_character
 from charlite.cli.output import console, warn
 from charlite.errors import CharliteError
 from charlite.home import CharacterPaths
@@ -51,7 +52,7 @@ def characters() -> None:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_character)
 def show(name: str) -> None:
     """A character's profile summary and artifacts."""
     p = registry.get_profile(name)

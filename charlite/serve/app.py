@@ -1,0 +1,297 @@
+"""The OpenAI-compatible HTTP API: every character is a model.
+
+``GET /v1/models`` lists the characters; ``POST /v1/chat/completions`` answers as the one named
+by ``model``, streamed (server-sent events) or whole. Errors are OpenAI-shaped JSON. With an
+API key, every ``/v1`` request must carry ``Authorization: Bearer KEY``.
+
+Needs the ``serve`` extra (FastAPI, uvicorn); imported only by ``charlite serve``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from charlite import __version__
+from charlite import characters as registry
+from charlite.backends import Backend
+from charlite.chat import ResolvedModel, resolve_model
+from charlite.errors import CharliteError, NotFoundError
+from charlite.profile import Profile
+from charlite.serve import protocol
+from charlite.serve.protocol import APIError
+from charlite.serve.thoughts import ThoughtFilter
+
+
+class Models:
+    """Characters and the backends that voice them, loaded once and shared between requests."""
+
+    def __init__(self, model: str | None = None, prompted: bool = False):
+        self.model = model
+        self.prompted = prompted
+        self._backends: dict[tuple, Backend] = {}
+        self._lock = threading.Lock()
+
+    def profile(self, slug: str) -> Profile:
+        try:
+            return registry.get_profile(slug)
+        except NotFoundError as exc:
+            close = exc.hint if exc.hint and exc.hint.startswith("did you mean") else None
+            raise APIError(
+                404,
+                f"The model '{slug}' does not exist{'; ' + close if close else '.'} "
+                "GET /v1/models lists the characters.",
+                param="model",
+                code="model_not_found",
+            ) from None
+        except CharliteError as exc:
+            raise APIError(
+                500, f"character '{slug}' cannot be loaded: {exc}", type="server_error"
+            ) from None
+
+    def resolve(self, profile: Profile, prompted: bool = False) -> ResolvedModel:
+        return resolve_model(profile, self.model, self.prompted or prompted)
+
+    def backend(self, resolved: ResolvedModel) -> Backend:
+        key = (str(resolved.spec), str(resolved.path), str(resolved.lora))
+        with self._lock:
+            if key not in self._backends:
+                self._backends[key] = resolved.backend()
+            return self._backends[key]
+
+    def listing(self) -> list[dict[str, Any]]:
+        out = []
+        for slug, ref in registry.character_refs().items():
+            try:
+                profile = registry.get_profile(slug)
+                label = self.resolve(profile).label
+            except CharliteError:
+                continue
+            try:
+                created = int(ref.path.stat().st_mtime)
+            except OSError:
+                created = 0
+            out.append(
+                {
+                    "id": slug,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "charlite",
+                    "name": profile.name,
+                    "charlite": {"bundled": ref.bundled, "model": label, "era": profile.era},
+                }
+            )
+        return out
+
+
+def _error(exc: APIError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+def create_app(
+    api_key: str | None = None, model: str | None = None, prompted: bool = False
+) -> FastAPI:
+    """The API app. ``model`` (a spec) overrides every character's model; see :func:`resolve_model`."""
+    app = FastAPI(
+        title="charlite", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    models = Models(model, prompted)
+    app.state.models = models
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return _error(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return _error(APIError(exc.status_code, message, code=code))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(APIError(400, f"invalid request: {exc.errors()[0].get('msg')}"))
+
+    @app.exception_handler(CharliteError)
+    async def _charlite_error(request: Request, exc: CharliteError) -> JSONResponse:
+        return _error(APIError(500, str(exc), type="server_error", code="model_unavailable"))
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1"):
+            given = request.headers.get("authorization", "")
+            scheme, _, token = given.partition(" ")
+            token = (
+                token.strip()
+                if scheme.lower() == "bearer"
+                else request.headers.get("x-api-key", "")
+            )
+            if not token:
+                return _error(
+                    APIError(
+                        401,
+                        "Missing API key: send 'Authorization: Bearer KEY' with the key given to "
+                        "'charlite serve --api-key'",
+                        code="invalid_api_key",
+                    )
+                )
+            if not hmac.compare_digest(token.encode("utf-8"), api_key.encode("utf-8")):
+                return _error(APIError(401, "Incorrect API key provided", code="invalid_api_key"))
+        return await call_next(request)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/models")
+    def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": models.listing()}
+
+    @app.get("/v1/models/{slug}")
+    def get_model(slug: str) -> dict[str, Any]:
+        profile = models.profile(slug)
+        found = [m for m in models.listing() if m["id"] == profile.slug]
+        if not found:
+            raise APIError(
+                404, f"The model '{slug}' does not exist", param="model", code="model_not_found"
+            )
+        return found[0]
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > protocol.MAX_BODY_BYTES:
+            raise APIError(
+                413, f"the request body is over {protocol.MAX_BODY_BYTES // 1024 // 1024} MiB"
+            )
+        raw = await request.body()
+        if len(raw) > protocol.MAX_BODY_BYTES:
+            raise APIError(
+                413, f"the request body is over {protocol.MAX_BODY_BYTES // 1024 // 1024} MiB"
+            )
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise APIError(400, "We could not parse the JSON body of your request.") from None
+        req = protocol.parse_request(body)
+        job = await run_in_threadpool(_prepare, models, req)
+        if req.stream:
+            return StreamingResponse(
+                _stream(job),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return await run_in_threadpool(_complete, job)
+
+    return app
+
+
+class _Job:
+    """A validated request with its character, backend, prompt and sampling settings."""
+
+    def __init__(self, req, profile, backend, prompt, params):
+        self.req, self.profile, self.backend, self.prompt, self.params = (
+            req,
+            profile,
+            backend,
+            prompt,
+            params,
+        )
+        self.id = protocol.new_id()
+        self.model = profile.slug
+
+    def prompt_tokens(self) -> int:
+        return sum(self.backend.count_tokens(m["content"]) + 4 for m in self.prompt.messages)
+
+
+def _prepare(models: Models, req: protocol.ChatRequest) -> _Job:
+    profile = models.profile(req.model)
+    resolved = models.resolve(profile, prompted=bool(req.charlite and req.charlite.prompted))
+    backend = models.backend(resolved)
+    params = protocol.gen_params(req, backend.n_ctx)
+    prompt = protocol.build_prompt(
+        profile,
+        req,
+        prompted=resolved.prompted,
+        count_tokens=backend.count_tokens,
+        n_ctx=backend.n_ctx,
+        max_tokens=params.max_tokens,
+    )
+    return _Job(req, profile, backend, prompt, params)
+
+
+def _complete(job: _Job) -> dict[str, Any]:
+    done = job.backend.chat(job.prompt.messages, job.params)
+    raw = done.text
+    if job.req.wants_thoughts:
+        text = raw
+    else:
+        f = ThoughtFilter(job.profile.short_name)
+        text = f.feed(raw) + f.finish()
+    prompt_tokens = done.prompt_tokens if done.prompt_tokens is not None else job.prompt_tokens()
+    completion_tokens = (
+        done.completion_tokens
+        if done.completion_tokens is not None
+        else job.backend.count_tokens(raw)
+    )
+    return protocol.completion_body(
+        job.id,
+        job.model,
+        text,
+        done.finish_reason,
+        protocol.usage(prompt_tokens, completion_tokens),
+    )
+
+
+def _sse(data: dict[str, Any] | str) -> str:
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {payload}\n\n"
+
+
+def _stream(job: _Job) -> Iterator[str]:
+    created = int(time.time())
+    f = None if job.req.wants_thoughts else ThoughtFilter(job.profile.short_name)
+    yield _sse(
+        protocol.chunk_body(job.id, job.model, created, {"role": "assistant", "content": ""})
+    )
+    raw: list[str] = []
+    reason = None
+    try:
+        deltas = job.backend.stream(job.prompt.messages, job.params)
+        try:
+            for delta in deltas:
+                raw.append(delta.text)
+                reason = delta.finish_reason or reason
+                text = delta.text if f is None else f.feed(delta.text)
+                if text:
+                    yield _sse(protocol.chunk_body(job.id, job.model, created, {"content": text}))
+        finally:
+            close = getattr(deltas, "close", None)
+            if close:
+                close()
+        rest = "" if f is None else f.finish()
+        if rest:
+            yield _sse(protocol.chunk_body(job.id, job.model, created, {"content": rest}))
+    except CharliteError as exc:
+        err = APIError(500, str(exc), type="server_error", code="model_unavailable")
+        yield _sse(err.body())
+        yield _sse("[DONE]")
+        return
+    yield _sse(protocol.chunk_body(job.id, job.model, created, {}, reason or "stop"))
+    if job.req.include_usage:
+        tokens = protocol.usage(
+            job.prompt_tokens(), job.backend.count_tokens("".join(raw)) if raw else 0
+        )
+        yield _sse(protocol.chunk_body(job.id, job.model, created, None, usage=tokens))
+    yield _sse("[DONE]")
