@@ -1,0 +1,196 @@
+"""charlite interview NAME: ask a character a question set, single- or multi-turn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from charlite.cli.output import console, verbose
+
+
+@click.command()
+@click.argument("name")
+@click.option(
+    "--model",
+    "model",
+    metavar="SPEC",
+    help="embedded, gguf:PATH, ollama:TAG, openai:MODEL@URL (default: the newest export, else the embedded model prompted).",
+)
+@click.option(
+    "--prompted",
+    is_flag=True,
+    help="Use the base model with the profile in the prompt, even if a trained export exists.",
+)
+@click.option(
+    "--questions",
+    "questions_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A question file in the paper's format (default: the character's bundled set).",
+)
+@click.option(
+    "--turns",
+    type=click.IntRange(0, 50),
+    default=0,
+    show_default=True,
+    help="Follow-up questions per conversation (0: single-turn).",
+)
+@click.option(
+    "--interviewer",
+    "interviewer_spec",
+    metavar="SPEC",
+    help="Model that asks the follow-ups (default: the interviewee's).",
+)
+@click.option(
+    "--reask-every",
+    type=click.IntRange(0, 50),
+    default=3,
+    show_default=True,
+    help="Multi-turn: every N follow-ups, ask an earlier question again (0: never).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Ask only the first N questions (and the first N fact probes).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Results file; an existing one is continued.",
+)
+@click.option(
+    "--facts/--no-facts",
+    default=True,
+    show_default=True,
+    help="Also ask the profile's fact probes (single-turn).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Sampling seed (each question gets its own, derived from it).",
+)
+@click.option("--temperature", type=float, help="Sampling temperature (default 0.7).")
+@click.option(
+    "--max-tokens", type=click.IntRange(8, 4096), help="Longest reply in tokens (default 200)."
+)
+@click.option("--show", is_flag=True, help="Print each new question and the words said aloud.")
+def interview(
+    name,
+    model,
+    prompted,
+    questions_file,
+    turns,
+    interviewer_spec,
+    reask_every,
+    limit,
+    output,
+    facts,
+    seed,
+    temperature,
+    max_tokens,
+    show,
+):
+    """Interview a character with a question set and write a results file for 'charlite eval'."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from charlite import characters
+    from charlite.backends import get_backend
+    from charlite.chat import resolve_model
+    from charlite.errors import InterruptedByUser
+    from charlite.eval import interview as iv
+    from charlite.eval.questions import fact_questions, questions_for
+
+    profile = characters.get_profile(name)
+    questions, source = questions_for(profile.slug, questions_file)
+    if facts and not turns:
+        questions = questions + fact_questions(profile)
+    resolved = resolve_model(profile, model, prompted)
+    params = iv.INTERVIEW_PARAMS.with_(seed=seed, temperature=temperature, max_tokens=max_tokens)
+    plan = iv.InterviewPlan(profile, questions, source, turns=turns, limit=limit, params=params)
+    output = output or iv.default_output(profile.slug, turns)
+    backend = resolved.backend(verbose=verbose())
+    model_info = {
+        "spec": str(resolved.spec),
+        "label": resolved.label,
+        "prompted": resolved.prompted,
+        "artifact": iv.artifact_of(resolved, backend),
+    }
+    interviewer = interviewer_info = None
+    if turns:
+        if interviewer_spec and interviewer_spec.strip() != str(resolved.spec):
+            ibackend = get_backend(interviewer_spec, verbose=verbose())
+            interviewer_info = {
+                "spec": str(ibackend.spec),
+                "label": ibackend.describe(),
+                "reask_every": reask_every,
+            }
+        else:
+            ibackend = backend
+            interviewer_info = {
+                "spec": str(resolved.spec),
+                "label": "same as the interviewee",
+                "reask_every": reask_every,
+            }
+        interviewer = iv.Interviewer(ibackend, profile, plan.questions, reask_every=reask_every)
+
+    err = console(stderr=True)
+    out = console()
+    kind = f"multi-turn ({turns} follow-ups)" if turns else "single-turn"
+    err.print(f"[bold]{profile.name}[/bold] · {resolved.label} · {kind} · {source}")
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    data = None
+    try:
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task("interview", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            data, new = iv.run_interview(
+                plan,
+                backend,
+                output,
+                model=model_info,
+                prompted=resolved.prompted,
+                interviewer=interviewer,
+                interviewer_info=interviewer_info,
+                progress=progress,
+            )
+    except KeyboardInterrupt:
+        kept = _count(output)
+        raise InterruptedByUser(
+            f"interrupted: {kept} finished answers are kept in {output}",
+            hint="rerun the same command (same -o) to continue",
+        ) from None
+    if show:
+        for item in (it for it in data["items"] if it["index"] in new):
+            for ex in item.get("exchanges") or [item]:
+                out.print(f"Man: {ex['question']}", markup=False, highlight=False)
+                said = ex.get("speaking") or "(nothing said)"
+                out.print(f"{profile.short_name}: {said}", markup=False, highlight=False)
+    t = data["timings"]
+    status = (
+        "complete" if data["complete"] else f"{t['answers']} of {len(plan.questions)} questions"
+    )
+    out.print(
+        f"{t['answers']} answers ({len(new)} new, {status}) in {t['total_seconds']:.1f} s → {output}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _count(path: Path) -> int:
+    try:
+        from charlite.files import read_json
+
+        return len(read_json(path).get("items") or [])
+    except Exception:  # noqa: BLE001 - only for the message
+        return 0
