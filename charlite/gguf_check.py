@@ -51,35 +51,22 @@ def _check(path: str, size: int, mtime_ns: int) -> GGUFInfo:
         raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(head) < 8 or head[:4] != GGUF_MAGIC:
         raise ModelError(f"{bad} (no GGUF header)", hint=hint)
-    try:
-        from gguf import GGUFReader
+    version = int.from_bytes(head[4:8], "little")
+    if version not in (2, 3):
+        raise ModelError(f"{bad} (unsupported GGUF version {version})", hint=hint)
+    from charlite.errors import CharliteError
+    from charlite.export.ggufio import read_gguf_header
 
-        reader = GGUFReader(path, "r")
-    except Exception as exc:  # the reader raises many kinds on bad input
-        raise ModelError(f"{bad} ({type(exc).__name__}: {str(exc)[:120]})", hint=hint) from None
-    end = 0
     try:
-        for t in reader.tensors:
-            end = max(end, int(t.data_offset) + int(t.n_bytes))
-    except Exception as exc:
-        raise ModelError(f"{bad} (tensor table: {str(exc)[:120]})", hint=hint) from None
-    if end > size:
-        raise ModelError(f"{bad} (truncated: needs {end} bytes, has {size})", hint=hint)
-    kv = {}
-    for name, field in reader.fields.items():
-        if name.startswith("tokenizer.ggml.") and name not in (
-            "tokenizer.ggml.model",
-            "tokenizer.ggml.eos_token_id",
-            "tokenizer.ggml.bos_token_id",
-        ):
-            continue
-        try:
-            kv[name] = field.contents()
-        except Exception:
-            continue
+        header = read_gguf_header(Path(path))
+    except CharliteError as exc:
+        raise ModelError(exc.message, hint=hint) from None
+    except Exception as exc:  # any other malformation of the header
+        raise ModelError(f"{bad} ({type(exc).__name__})", hint=hint) from None
+    kv = header.kv
     arch = kv.get("general.architecture")
     ftype = kv.get("general.type") or "model"
-    return GGUFInfo(path, arch, ftype, len(reader.tensors), kv)
+    return GGUFInfo(path, arch, ftype, len(header.tensors), kv)
 
 
 def file_sha256(path: Path | str, limit: int | None = None) -> str:
@@ -98,18 +85,14 @@ def file_sha256(path: Path | str, limit: int | None = None) -> str:
 
 
 def tensor_shapes(path: Path | str) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> GGUF dims (ne0 first) of a file already passed by :func:`check_gguf`."""
+    """Tensor name -> GGUF dims (ne0 first) of a file that passes :func:`check_gguf`."""
+    from charlite.export.ggufio import read_gguf_header
 
     info = check_gguf(path)
-    return _shapes(info.path, Path(info.path).stat().st_mtime_ns)
-
-
-@lru_cache(maxsize=16)
-def _shapes(path: str, mtime_ns: int) -> dict[str, tuple[int, ...]]:
-    from gguf import GGUFReader
-
-    reader = GGUFReader(path, "r")
-    return {t.name: tuple(int(x) for x in t.shape) for t in reader.tensors}
+    return {
+        name: tuple(int(d) for d in dims)
+        for name, (dims, _) in read_gguf_header(Path(info.path)).tensors.items()
+    }
 
 
 def check_adapter_matches_base(adapter: Path | str, base: Path | str) -> None:
