@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -52,45 +53,52 @@ def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "BF16": None}
 
 
-def read_safetensors(path: Path, names: set[str] | None = None) -> dict[str, np.ndarray]:
-    """Tensors of a ``.safetensors`` file as float32 numpy arrays (``names``: only these)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) != 8:
-                raise ValueError("file too short")
-            (n,) = struct.unpack("<Q", head)
-            if n > 100 * 1024 * 1024:
-                raise ValueError("header too large")
-            header = json.loads(fh.read(n))
-        data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
-    except FileNotFoundError:
-        raise ExportError(f"{path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"{path} is not a readable safetensors file ({exc})") from None
-    out: dict[str, np.ndarray] = {}
-    for name, info in header.items():
-        if name == "__metadata__" or (names is not None and name not in names):
-            continue
+class SafetensorsFile:
+    """A ``.safetensors`` file read lazily, tensor by tensor, as float32 (bf16 included)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as fh:
+                head = fh.read(8)
+                if len(head) != 8:
+                    raise ValueError("file too short")
+                (n,) = struct.unpack("<Q", head)
+                if n > 100 * 1024 * 1024:
+                    raise ValueError("header too large")
+                header = json.loads(fh.read(n))
+            self._data = np.memmap(self.path, dtype=np.uint8, mode="r", offset=8 + n)
+        except FileNotFoundError:
+            raise ExportError(f"{self.path} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"{self.path} is not a readable safetensors file ({exc})") from None
+        self._header = {k: v for k, v in header.items() if k != "__metadata__"}
+
+    def names(self) -> list[str]:
+        return list(self._header)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in self._header[name]["shape"])
+
+    def get(self, name: str) -> np.ndarray:
+        info = self._header[name]
         dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
         if dtype not in _ST_DTYPES:
-            raise ExportError(f"{path}: tensor {name} has unsupported type {dtype}")
-        if end > data.shape[0] or start > end:
-            raise ExportError(f"{path} is truncated (tensor {name} lies past its end)")
-        raw = np.asarray(data[start:end])
+            raise ExportError(f"{self.path}: tensor {name} has unsupported type {dtype}")
+        if end > self._data.shape[0] or start > end:
+            raise ExportError(f"{self.path} is truncated (tensor {name} lies past its end)")
+        raw = np.asarray(self._data[start:end])
         if dtype == "BF16":
             arr = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
         else:
             arr = raw.view(_ST_DTYPES[dtype]).astype(np.float32)
-        out[name] = arr.reshape(shape)
-    return out
+        return arr.reshape(shape)
 
 
-def safetensors_names(path: Path) -> list[str]:
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        return [k for k in json.loads(fh.read(n)) if k != "__metadata__"]
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a ``.safetensors`` file as a float32 numpy array."""
+    f = SafetensorsFile(path)
+    return {name: f.get(name) for name in f.names()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,44 +123,144 @@ class BaseInfo:
         return self.arch in PERMUTED_QK
 
 
-def _scalar(field) -> Any:
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_STRING, _ARRAY = 8, 9
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    """Key-values and tensor table of a GGUF file, read without touching tensor data."""
+
+    kv: dict[str, Any]
+    tensors: dict[str, tuple[tuple[int, ...], int]]
+    """name -> (shape in GGUF order, ggml type)."""
+
+
+def read_gguf_header(path: Path, arrays: tuple[str, ...] = ()) -> GGUFHeader:
+    """A fast GGUF header reader: arrays are skipped unless named in ``arrays``.
+
+    (``gguf.GGUFReader`` builds an object per vocabulary entry, which takes seconds.)
+    """
+    path = Path(path)
+    st = path.stat()
+    return _read_header(str(path.resolve()), st.st_size, st.st_mtime_ns, tuple(sorted(arrays)))
+
+
+@lru_cache(maxsize=16)
+def _read_header(path: str, size: int, mtime_ns: int, arrays: tuple[str, ...]) -> GGUFHeader:
     try:
-        return field.contents()
-    except Exception:
+        with open(path, "rb") as fh:
+            data = fh.read(min(size, 64 * 1024 * 1024))
+    except OSError as exc:
+        raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        n = struct.calcsize(fmt)
+        if pos + n > len(data):
+            raise ExportError(f"{path} is not a valid GGUF file (header cut short)")
+        (value,) = struct.unpack_from(fmt, data, pos)
+        pos += n
+        return value
+
+    def string() -> str:
+        nonlocal pos
+        n = take("<Q")
+        raw = data[pos : pos + n]
+        pos += n
+        return raw.decode("utf-8", errors="replace")
+
+    def value(kind: int, keep: bool):
+        nonlocal pos
+        if kind in _SCALARS:
+            return take(_SCALARS[kind])
+        if kind == _STRING:
+            return string()
+        if kind != _ARRAY:
+            raise ExportError(f"{path} is not a valid GGUF file (value type {kind})")
+        sub, count = take("<I"), take("<Q")
+        if keep:
+            return [value(sub, True) for _ in range(count)]
+        if sub in _SCALARS:
+            pos += struct.calcsize(_SCALARS[sub]) * count
+        elif sub == _STRING:
+            for _ in range(count):
+                n = take("<Q")  # read before adding: ``pos += take()`` would use the old pos
+                pos += n
+        else:
+            for _ in range(count):
+                value(sub, False)
         return None
+
+    if data[:4] != b"GGUF":
+        raise ExportError(f"{path} is not a GGUF file")
+    pos = 4
+    take("<I")
+    n_tensors, n_kv = take("<Q"), take("<Q")
+    kv: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = string()
+        kind = take("<I")
+        got = value(kind, key in arrays or kind != _ARRAY)
+        if got is not None:
+            kv[key] = got
+    tensors = {}
+    extents = []
+    for _ in range(n_tensors):
+        name = string()
+        dims = tuple(take("<Q") for _ in range(take("<I")))
+        kind = take("<I")
+        tensors[name] = (dims, kind)
+        extents.append((take("<Q"), dims, kind))
+    align = int(kv.get("general.alignment") or 32)
+    start = -(-pos // align) * align
+    end = start
+    try:
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        for offset, dims, kind in extents:
+            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+            n = 1
+            for d in dims:
+                n *= d
+            end = max(end, start + offset + n // block * type_size)
+    except (KeyError, ValueError):
+        raise ExportError(f"{path} is not a valid GGUF file (unknown tensor type)") from None
+    if end > size:
+        raise ExportError(
+            f"{path} is not a valid GGUF file (truncated: needs {end} bytes, has {size})"
+        )
+    return GGUFHeader(kv, tensors)
 
 
 def base_info(path: Path) -> BaseInfo:
     """Read a base GGUF's header (tensor data is not touched)."""
-    from gguf import GGUFReader
-
-    from charlite.gguf_check import check_gguf
-
-    info = check_gguf(path)
-    if info.file_type == "adapter":
+    header = read_gguf_header(path)
+    if header.kv.get("general.type") == "adapter":
         raise ExportError(f"{path} is a LoRA adapter, not a base model")
-    reader = GGUFReader(str(path), "r")
-    arch = (
-        _scalar(reader.fields["general.architecture"])
-        if "general.architecture" in reader.fields
-        else None
-    )
+    arch = header.kv.get("general.architecture")
     if not arch:
         raise ExportError(f"{path} has no general.architecture")
-    kv = {}
-    for key in (
-        f"{arch}.block_count",
-        f"{arch}.attention.head_count",
-        f"{arch}.attention.head_count_kv",
-    ):
-        if key in reader.fields:
-            kv[key] = _scalar(reader.fields[key])
+    kv = header.kv
     n_blocks = int(kv.get(f"{arch}.block_count") or 0)
     heads = kv.get(f"{arch}.attention.head_count") or 0
     heads_kv = kv.get(f"{arch}.attention.head_count_kv") or heads
     if isinstance(heads, list) or isinstance(heads_kv, list):
         raise ExportError(f"not supported yet: {arch} with a different head count per layer")
-    shapes = {t.name: tuple(int(x) for x in t.shape) for t in reader.tensors}
+    shapes = {name: shape for name, (shape, _) in header.tensors.items()}
     return BaseInfo(Path(path), str(arch), n_blocks, int(heads), int(heads_kv), shapes, kv)
 
 
