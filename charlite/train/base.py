@@ -98,14 +98,35 @@ def parse_base(text: str) -> ModelSpec:
     return spec
 
 
-def prepare_base(text: str, *, allow_download: bool = False, log=None) -> Base:
+@dataclass(frozen=True)
+class BaseSource:
+    """Where a base comes from, found without loading anything."""
+
+    spec: str
+    gguf: Path | None = None
+    folder: Path | None = None
+
+
+def locate_base(text: str, *, allow_download: bool = False) -> BaseSource:
+    """Find the base's file or folder (fast), or say clearly why it cannot be trained on."""
     spec = parse_base(text)
     if spec.kind in ("embedded", "gguf"):
         path = spec.gguf_path()
         if not path.is_file():
             raise ModelError(f"GGUF file {path} does not exist")
-        return _from_gguf(str(spec), path, log)
-    return _from_hf(spec.name, allow_download)
+        return BaseSource(str(spec), gguf=path.resolve())
+    return BaseSource(str(spec), folder=_hf_folder(spec.name, allow_download))
+
+
+def prepare_base(text: str | BaseSource, *, allow_download: bool = False, log=None) -> Base:
+    """A base ready for ``from_pretrained``; a GGUF is converted once and cached."""
+    source = (
+        text if isinstance(text, BaseSource) else locate_base(text, allow_download=allow_download)
+    )
+    if source.gguf is not None:
+        return _from_gguf(source.spec, source.gguf, log)
+    assert source.folder is not None
+    return Base(source.spec, folder_fingerprint(source.folder), source.folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,12 +208,12 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 # Hugging Face folders and cache
 
 
-def _from_hf(name: str, allow_download: bool) -> Base:
+def _hf_folder(name: str, allow_download: bool) -> Path:
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise ModelError(f"{local} is not a Hugging Face model folder (no config.json)")
-        return Base(f"hf:{name}", folder_fingerprint(local), local.resolve())
+        return local.resolve()
     if local.exists() or name.startswith((".", "/", "~")):
         raise ModelError(f"hf:{name}: no such model folder")
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
@@ -216,4 +237,4 @@ def _from_hf(name: str, allow_download: bool) -> Base:
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ModelError(f"hf:{name} in the local cache has no config.json")
-    return Base(f"hf:{name}", folder_fingerprint(folder), folder.resolve())
+    return folder.resolve()

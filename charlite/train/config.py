@@ -27,6 +27,7 @@ MACHINE_DEFAULTS: dict[str, dict[str, Any]] = {
     # A laptop CPU: the 135M embedded base, a few minutes per run.
     "cpu": {
         "lr": 1e-3,
+        "warmup": 0.0,
         "max_seq_len": 1024,
         "batch_size": 1,
         "grad_accum": 2,
@@ -37,6 +38,7 @@ MACHINE_DEFAULTS: dict[str, dict[str, Any]] = {
     # A 24 GB GPU and a 7-8B base (4-bit with Unsloth).
     "cuda": {
         "lr": 2e-4,
+        "warmup": 0.03,
         "max_seq_len": 2048,
         "batch_size": 2,
         "grad_accum": 4,
@@ -46,6 +48,7 @@ MACHINE_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "mps": {
         "lr": 5e-4,
+        "warmup": 0.0,
         "max_seq_len": 1024,
         "batch_size": 1,
         "grad_accum": 4,
@@ -97,8 +100,11 @@ class TrainConfig(BaseModel):
         description="Pack several examples into each sequence (no padding; each example still "
         "attends only to itself).",
     )
-    warmup: float = Field(
-        0.03, ge=0, description="Warm-up steps, or a fraction of all steps when below 1."
+    warmup: float | None = Field(
+        None,
+        ge=0,
+        description="Warm-up steps, or a fraction of all steps when below 1 "
+        "(default: none on a CPU, 0.03 on a GPU).",
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     scheduler: Literal["linear", "cosine", "constant"] = Field(
@@ -113,6 +119,9 @@ class TrainConfig(BaseModel):
     )
     gradient_checkpointing: bool | None = Field(
         None, description="Trade compute for memory (default: on with a GPU, off on a CPU)."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for training (default: torch's choice, all cores)."
     )
     load_in_4bit: bool = Field(True, description="Unsloth only: load the base in 4 bits (QLoRA).")
     allow_download: bool = Field(

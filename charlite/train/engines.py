@@ -46,9 +46,14 @@ def unsloth_installed() -> bool:
     return importlib.util.find_spec("unsloth") is not None
 
 
+def detect_device() -> str:
+    """``cuda``, ``mps`` or ``cpu``: where training would run."""
+    return "cuda" if cuda_available() else ("mps" if mps_available() else "cpu")
+
+
 def choose_engine(requested: str) -> EngineChoice:
-    cuda = cuda_available()
-    device = "cuda" if cuda else ("mps" if mps_available() else "cpu")
+    device = detect_device()
+    cuda = device == "cuda"
     if requested == "unsloth":
         if not cuda:
             raise TrainingError(
@@ -99,7 +104,7 @@ def lora_settings(model: Any, config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def load_peft(base_path: str, config: TrainConfig, device: str, resume_adapter: str | None = None):
+def load_peft(base_path: str, config: TrainConfig, device: str):
     """A base in full precision (fp32 on a CPU) with fresh LoRA layers; the base is frozen."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -125,7 +130,6 @@ def load_unsloth(base_path: str, config: TrainConfig):
         max_seq_length=config.max_seq_len,
         dtype=None,
         load_in_4bit=config.load_in_4bit,
-        local_files_only=True,
     )
     settings = lora_settings(model, config)
     model = FastLanguageModel.get_peft_model(
@@ -137,6 +141,5 @@ def load_unsloth(base_path: str, config: TrainConfig):
         bias="none",
         use_gradient_checkpointing="unsloth" if config.gradient_checkpointing else False,
         random_state=config.seed,
-        max_seq_length=config.max_seq_len,
     )
     return model, tokenizer, settings

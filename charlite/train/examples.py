@@ -17,6 +17,7 @@ character's answer), each part starting again with the system message.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -208,8 +209,9 @@ def split_conversation(
 ) -> list[tuple[list[int], list[bool]]]:
     """Tokenized parts of a conversation, each at most ``max_len`` tokens.
 
-    Parts break between exchanges and repeat the system message; an exchange that alone is
-    too long is cut at ``max_len`` (counted as ``truncated``).
+    Parts break between exchanges and repeat the system message. An exchange that alone is
+    too long loses the start of its question (``shortened``), then the end of its answer
+    (``truncated``).
     """
     stats = stats if stats is not None else Counter()
     system, parts = exchanges(messages)
@@ -228,14 +230,43 @@ def split_conversation(
         if len(alone[0]) <= max_len:
             current, current_tok = [part], alone
             continue
-        ids, mask = alone[0][:max_len], alone[1][:max_len]
-        stats["truncated"] += 1
-        if any(mask):
-            out.append((ids, mask))
+        fitted = _fit_exchange(tokenizer, system, part, alone, max_len, stats)
+        if fitted is not None:
+            out.append(fitted)
         current, current_tok = [], None
     if current_tok is not None:
         out.append(current_tok)
     return out
+
+
+_SPEAKER = re.compile(r"^[^\n:]{1,60}: ")
+
+
+def _fit_exchange(
+    tokenizer: Any,
+    system: Message,
+    part: list[Message],
+    tokenized: tuple[list[int], list[bool]],
+    max_len: int,
+    stats: Counter,
+) -> tuple[list[int], list[bool]] | None:
+    """One exchange longer than ``max_len``: keep the end of the question (what the answer
+    follows), then, if the answer alone is still too long, cut it at ``max_len``."""
+    ids, mask = tokenized
+    if part[0]["role"] == "user":
+        content = part[0]["content"]
+        speaker = _SPEAKER.match(content)
+        head = speaker.group(0) if speaker else ""
+        body = tokenizer(content[len(head) :], add_special_tokens=False)["input_ids"]
+        keep = max(0, len(body) - (len(ids) - max_len) - 8)
+        tail = tokenizer.decode(body[len(body) - keep :]) if keep else ""
+        shorter = [{"role": "user", "content": f"{head}…{tail}"}, *part[1:]]
+        ids, mask = tokenize_with_mask(tokenizer, _conversation(tokenizer, system, [shorter]))
+        stats["shortened"] += 1
+    if len(ids) > max_len:
+        ids, mask = ids[:max_len], mask[:max_len]
+        stats["truncated"] += 1
+    return (ids, mask) if any(mask) else None
 
 
 # ---------------------------------------------------------------------------------------------
