@@ -7,7 +7,7 @@ import sys
 import click
 
 from charlite import characters as registry
-from charlite.cli.complete import complete_character
+from charlite.cli.complete import complete_character, complete_model_spec
 from charlite.cli.output import console, verbose
 from charlite.errors import CharliteError
 
@@ -25,7 +25,11 @@ SLASH_HELP = """\
 @click.argument("name", shell_complete=complete_character)
 @click.option("-m", "--message", help="Answer this one message, print the reply and exit.")
 @click.option(
-    "--model", "model", metavar="SPEC", help="embedded, gguf:PATH, ollama:TAG, openai:MODEL@URL."
+    "--model",
+    "model",
+    metavar="SPEC",
+    shell_complete=complete_model_spec,
+    help="embedded, gguf:PATH, ollama:TAG, openai:MODEL@URL.",
 )
 @click.option(
     "--prompted",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from charlite.cli.complete import complete_model_spec
 from charlite.cli.output import console, verbose, warn
 
 
@@ -14,6 +15,7 @@ from charlite.cli.output import console, verbose, warn
 @click.option(
     "--judge",
     "judge_spec",
+    shell_complete=complete_model_spec,
     metavar="SPEC",
     default="embedded",
     show_default=True,

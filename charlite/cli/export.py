@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from charlite.cli.complete import complete_character, complete_run
 from charlite.cli.output import verbose
 
 
@@ -14,10 +15,11 @@ def _size(n: int) -> str:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_character)
 @click.option(
     "--run",
     "run_id",
+    shell_complete=complete_run,
     metavar="ID",
     help="The training run to export (default: the newest completed one).",
 )
@@ -82,7 +84,7 @@ def export(name, run_id, quant, adapter_only, to_ollama):
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_character)
 @click.option(
     "-o",
     "--output",

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import click
 
+from charlite.cli.complete import complete_character, complete_model_spec
 from charlite.cli.output import console, verbose
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_character)
 @click.option(
     "--model",
     "model",
+    shell_complete=complete_model_spec,
     metavar="SPEC",
     help="embedded, gguf:PATH, ollama:TAG, openai:MODEL@URL (default: the newest export, else the embedded model prompted).",
 )
@@ -38,6 +40,7 @@ from charlite.cli.output import console, verbose
 @click.option(
     "--interviewer",
     "interviewer_spec",
+    shell_complete=complete_model_spec,
     metavar="SPEC",
     help="Model that asks the follow-ups (default: the interviewee's).",
 )

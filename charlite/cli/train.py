@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from charlite.cli.complete import complete_character
 from charlite.cli.output import console
 from charlite.errors import TrainingError
 from charlite.train.config import TrainConfig, read_config_file
@@ -53,7 +54,7 @@ def config_options(func):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("name")
+@click.argument("name", shell_complete=complete_character)
 @click.option(
     "--config",
     "config_file",

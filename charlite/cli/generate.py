@@ -1,0 +1,176 @@
+"""charlite generate NAME: reconstruct a character's experiences with a teacher model."""
+
+from __future__ import annotations
+
+import click
+
+from charlite.cli.output import console, warn
+
+
+@click.command()
+@click.argument("name")
+@click.option(
+    "--teacher",
+    default="embedded",
+    show_default=True,
+    metavar="SPEC",
+    help="embedded, gguf:PATH, ollama:TAG or openai:MODEL@URL.",
+)
+@click.option(
+    "--scenes",
+    type=click.IntRange(0, 1000),
+    default=1,
+    show_default=True,
+    help="Scenes per profile paragraph.",
+)
+@click.option(
+    "--protective",
+    type=click.IntRange(0, 10000),
+    default=1,
+    show_default=True,
+    help="Protective experiences (things the character cannot know).",
+)
+@click.option(
+    "--paragraphs",
+    type=click.IntRange(1, None),
+    help="Use only the first N profile paragraphs (default: all).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Parallel requests to an HTTP teacher.",
+)
+@click.option(
+    "--dataset", default="default", show_default=True, help="The dataset to write (or resume)."
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the record ids and of sampling."
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 20),
+    default=3,
+    show_default=True,
+    help="Teacher calls per record before it counts as failed.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    help="CPU threads of a local teacher (default: all cores but one).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def generate(
+    name,
+    teacher,
+    scenes,
+    protective,
+    paragraphs,
+    workers,
+    dataset,
+    seed,
+    max_attempts,
+    threads,
+    quiet,
+):
+    """Build NAME's training data: scenes, experiences and protective experiences.
+
+    Rerunning the same command resumes: finished records are kept and only what is missing
+    is generated.
+    """
+    from charlite import characters as registry
+    from charlite.experience.pipeline import GenerateOptions, Generator
+
+    profile = registry.get_profile(name)
+    options = GenerateOptions(
+        teacher=teacher,
+        scenes=scenes,
+        protective=protective,
+        paragraphs=paragraphs,
+        workers=workers,
+        dataset=dataset,
+        seed=seed,
+        max_attempts=max_attempts,
+        threads=threads,
+    )
+    reporter = None if quiet else RichReporter()
+    result = Generator(profile, options, reporter).run()
+    for note in result.notes:
+        warn(note)
+    for name_ in result.repaired:
+        warn(f"dropped a torn last line from {name_} (left by an interrupted run)")
+    _summary(result, quiet)
+
+
+def _summary(result, quiet: bool) -> None:
+    out = console()
+    c, e = result.counts, result.expected
+    new = sum(result.new.values())
+    parts = ", ".join(
+        f"{c.get(s, 0)}/{e.get(s, 0)} {s}" for s in ("scenes", "experiences", "protective")
+    )
+    out.print(f"{result.dataset}: {parts} ({new} new in {result.seconds:.0f} s)")
+    if result.failures:
+        reasons = ", ".join(f"{k} {v}" for k, v in result.failures.items())
+        out.print(f"failed attempts: {reasons}")
+    if not result.complete:
+        failed = sum(result.failed_tasks.values())
+        out.print(
+            f"incomplete: {failed} records failed every attempt; rerun the same command to try them again"
+        )
+    if not quiet:
+        out.print(f"-> {result.path}")
+
+
+class RichReporter:
+    """A rich progress bar on stderr: done, failed and the time left."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description:<12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("failed {task.fields[failed]} (attempts {task.fields[attempts]})"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console(stderr=True),
+            transient=False,
+        )
+        self.task = None
+        self.failed = 0
+        self.attempts = 0
+
+    def start(self, total: int, done: int) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task(
+            "generating", total=total, completed=done, failed=0, attempts=0
+        )
+
+    def stage(self, stage: str, total: int, done: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, description=stage)
+
+    def advance(self, stage: str, ok: bool, failed_attempts: int = 0) -> None:
+        """One record done (``ok``) or given up, after ``failed_attempts`` rejected replies."""
+        if self.task is None:
+            return
+        self.attempts += failed_attempts
+        if ok:
+            self.progress.advance(self.task)
+        else:
+            self.failed += 1
+        self.progress.update(self.task, failed=self.failed, attempts=self.attempts)
+
+    def finish(self) -> None:
+        self.progress.stop()
