@@ -70,6 +70,14 @@ def _silence_llama_log() -> None:
     _silence_llama_log.cb = _noop  # type: ignore[attr-defined]  # keep a reference alive
 
 
+def default_threads() -> int:
+    """llama.cpp threads: ``CHARLITE_THREADS`` if set, else every core."""
+    env = os.environ.get("CHARLITE_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, os.cpu_count() or 2)
+
+
 def load_llama(
     path: Path, n_ctx: int = DEFAULT_CTX, verbose: bool = False, n_threads: int | None = None
 ):
@@ -100,7 +108,7 @@ def load_llama(
             "model_path": str(path),
             "n_ctx": n_ctx,
             "verbose": verbose,
-            "n_threads": n_threads or max(1, (os.cpu_count() or 2)),
+            "n_threads": n_threads or default_threads(),
         }
         try:
             with quiet_native(not verbose):

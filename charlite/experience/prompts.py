@@ -86,7 +86,8 @@ def scene_messages(
                 "- type: what kind of scene it is;\n"
                 "- location: the place and the time, in a few words;\n"
                 f"- background: one or two sentences saying who is there with {who} and what is "
-                "at stake."
+                "at stake;\n"
+                f"- people: the names of the one to three other people with {who}."
             ),
         },
     ]
@@ -98,19 +99,29 @@ def _style(profile: Profile) -> str:
     return ""
 
 
-def _dialogue_rules(profile: Profile) -> str:
+def _dialogue_rules(profile: Profile, others: list[str]) -> str:
     who = profile.short_name
+    names = ", ".join(f'"{o}"' for o in others) if others else "their own names"
     return (
-        f"The dialogue has {MIN_TURNS} to {MAX_TURNS} turns. Each turn has a role (the name of "
-        'who talks), an action and a content. The action is "speaking" for words said aloud '
-        f'and "thinking" for {who}\'s private thoughts. Only {who} may think; everybody else '
-        f'only speaks. {who}\'s role is written exactly "{who}". Other people have their own '
-        f"names. {who} both thinks and speaks at least once. Keep each line short."
+        f"The dialogue has {MIN_TURNS} to {MAX_TURNS} turns. Each turn has a role (who talks: "
+        f'"{who}" or {names}), an action and a content. The action is "speaking" for words '
+        f'said aloud and "thinking" for {who}\'s private thoughts. Only {who} thinks; the others '
+        f"only speak. {who} both thinks and speaks at least once. Keep each line short."
     )
 
 
-def experience_messages(profile: Profile, scene: SceneRecord) -> list[dict[str, str]]:
-    """Messages asking for the dialogue of one scene."""
+VISITORS: tuple[str, ...] = ("Stranger", "Traveller", "Young man", "Young woman", "Visitor")
+
+
+def visitor(index: int) -> str:
+    """The speaker label of the person who presses the character in protective ``index``."""
+    return VISITORS[index % len(VISITORS)]
+
+
+def experience_messages(
+    profile: Profile, scene: SceneRecord, others: list[str]
+) -> list[dict[str, str]]:
+    """Messages asking for the dialogue of one scene between the character and ``others``."""
     who = profile.short_name
     paragraph = ""
     if scene.paragraph_id is not None and 0 <= scene.paragraph_id < len(profile.paragraphs):
@@ -124,7 +135,7 @@ def experience_messages(profile: Profile, scene: SceneRecord) -> list[dict[str, 
                 f"Background: {scene.background}\n\n"
                 f"Write this scene as it happens. First a background: a short paragraph that "
                 f"sets the situation from {who}'s point of view. Then the dialogue.\n"
-                f"{_style(profile)}{_dialogue_rules(profile)}"
+                f"{_style(profile)}{_dialogue_rules(profile, others)}"
             ),
         },
     ]
@@ -165,13 +176,13 @@ def protective_messages(profile: Profile, index: int) -> list[dict[str, str]]:
                 f"{profile.name} lived {profile.era}. Choose a topic: {unknown_kind(profile, index)}, "
                 f"{_beyond(profile)}.\n"
                 f"Then write a scene in {who}'s own world, for example {setting.location}: "
-                f"a stranger presses {who} with questions about that topic. {who} stays "
+                f'a stranger ("{visitor(index)}") presses {who} with questions about that topic. {who} stays '
                 f"completely in character{traits}: puzzled, suspicious, dismissive or angry, as "
                 f"{who} would be. {who} never explains the topic and never shows any knowledge "
                 "of it, and talks only of things of their own world.\n"
                 f"Give the topic, the location (place and time), a background (who is there "
                 f"and what is going on) and the dialogue.\n"
-                f"{_style(profile)}{_dialogue_rules(profile)}"
+                f"{_style(profile)}{_dialogue_rules(profile, [visitor(index)])}"
             ),
         },
     ]

@@ -8,7 +8,7 @@ Stored one JSON object per line in ``characters/SLUG/data/DATASET/``:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +40,8 @@ class SceneRecord(BaseModel):
     location: str = Field(min_length=1)
     background: str = Field(min_length=1)
     source: str = "generated"
+    people: list[str] = []
+    """Who else is there (generated scenes): the other speakers of its experience."""
     teacher: str | None = None
     """The model spec that wrote it (generated records)."""
 
@@ -108,24 +110,28 @@ class TeacherScene(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: Literal[SCENE_TYPES]  # type: ignore[valid-type]
-    location: str = Field(min_length=3, max_length=100)
+    location: str = Field(min_length=3, max_length=90)
     """Place and time, e.g. "Haydn's rooms in Vienna, winter 1793"."""
-    background: str = Field(min_length=10, max_length=240)
+    background: str = Field(min_length=10, max_length=200)
     """Who is there and what is at stake."""
+    people: list[Annotated[str, Field(min_length=2, max_length=30)]] = Field(
+        min_length=1, max_length=3
+    )
+    """The names of the others in the scene (they become the dialogue's other speakers)."""
 
 
 class TeacherTurn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: str = Field(min_length=1, max_length=40)
     action: Literal["thinking", "speaking"]
-    content: str = Field(min_length=1, max_length=160)
+    content: str = Field(min_length=1, max_length=140)
 
 
 class TeacherExperience(BaseModel):
     """A dialogue inside a scene."""
 
     model_config = ConfigDict(extra="forbid")
-    background: str = Field(min_length=10, max_length=240)
+    background: str = Field(min_length=10, max_length=200)
     dialogue: list[TeacherTurn] = Field(min_length=MIN_TURNS, max_length=MAX_TURNS)
 
 
@@ -133,9 +139,9 @@ class TeacherProtective(BaseModel):
     """A dialogue in which someone presses the character about something it cannot know."""
 
     model_config = ConfigDict(extra="forbid")
-    topic: str = Field(min_length=2, max_length=60)
-    location: str = Field(min_length=3, max_length=100)
-    background: str = Field(min_length=10, max_length=240)
+    topic: str = Field(min_length=2, max_length=50)
+    location: str = Field(min_length=3, max_length=90)
+    background: str = Field(min_length=10, max_length=200)
     dialogue: list[TeacherTurn] = Field(min_length=MIN_TURNS, max_length=MAX_TURNS)
 
 
@@ -144,7 +150,7 @@ def teacher_schema(model: type[BaseModel]) -> dict:
 
     >>> s = teacher_schema(TeacherScene)
     >>> s["properties"]["location"]["maxLength"], s["additionalProperties"]
-    (100, False)
+    (90, False)
     """
     raw = model.model_json_schema()
     defs = raw.pop("$defs", {})
@@ -167,3 +173,77 @@ def teacher_schema(model: type[BaseModel]) -> dict:
         return node
 
     return inline(raw)
+
+
+PERSON_MAX = 30
+
+
+def teacher_schema_for(
+    model: type[BaseModel],
+    character: str,
+    others: list[str] | None = None,
+    shaped: bool = True,
+) -> dict:
+    """:func:`teacher_schema` with the dialogue's speakers pinned down.
+
+    Each turn is either the character's (role exactly ``character``, thinking or speaking) or
+    another person's (one of ``others``, or any short name when none are known, speaking
+    only). A small teacher can then neither misspell the character nor make others think.
+    ``shaped`` also fixes the opening (someone else speaks, the character thinks, then
+    speaks) as ``prefixItems`` tuples, so that every reply has the turns a record needs.
+
+    >>> s = teacher_schema_for(TeacherExperience, "Ada", ["Babbage"], shaped=False)
+    >>> [alt["properties"]["role"]["enum"] for alt in s["properties"]["dialogue"]["items"]["anyOf"]]
+    [['Ada'], ['Babbage']]
+    >>> shapes = teacher_schema_for(TeacherExperience, "Ada", ["Babbage"])["properties"]["dialogue"]
+    >>> [len(alt["prefixItems"]) for alt in shapes["anyOf"]]
+    [3, 4, 5, 6]
+    """
+    schema = teacher_schema(model)
+    dialogue = schema["properties"].get("dialogue")
+    if dialogue is None:
+        return schema
+    item = dialogue["items"]
+    content = item["properties"]["content"]
+    other_role: dict = (
+        {"type": "string", "enum": list(others)}
+        if others
+        else {"type": "string", "minLength": 1, "maxLength": PERSON_MAX}
+    )
+
+    def turn(role: dict, actions: list[str]) -> dict:
+        return {
+            "type": "object",
+            "properties": {
+                "role": role,
+                "action": {"type": "string", "enum": actions},
+                "content": content,
+            },
+            "required": ["role", "action", "content"],
+            "additionalProperties": False,
+        }
+
+    me = {"type": "string", "enum": [character]}
+    anyone = {"anyOf": [turn(me, ["thinking", "speaking"]), turn(other_role, ["speaking"])]}
+    if not shaped:
+        dialogue["items"] = anyone
+        return schema
+    # someone else opens, the character thinks, then speaks; then anyone, up to the maximum
+    opening = [turn(other_role, ["speaking"]), turn(me, ["thinking"]), turn(me, ["speaking"])]
+    low, high = dialogue.get("minItems", MIN_TURNS), dialogue.get("maxItems", MAX_TURNS)
+    schema["properties"]["dialogue"] = {
+        "anyOf": [
+            {
+                "type": "array",
+                "prefixItems": opening + [anyone] * (n - len(opening)),
+                "items": False,
+                "minItems": n,
+                "maxItems": n,
+            }
+            for n in range(max(low, len(opening)), high + 1)
+        ]
+    }
+    people = schema["properties"].get("people")
+    if people is not None:
+        people["items"]["maxLength"] = min(people["items"].get("maxLength", PERSON_MAX), PERSON_MAX)
+    return schema
