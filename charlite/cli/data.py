@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from charlite.cli.complete import complete_character, complete_dataset
 from charlite.cli.output import console, warn
 
 EXPORT_FORMATS = ("sharegpt", "messages", "character-llm")
@@ -27,8 +28,14 @@ def _load(name: str, dataset: str):
 
 
 @data.command()
-@click.argument("name")
-@click.option("--dataset", default="default", show_default=True, help="The dataset to read.")
+@click.argument("name", shell_complete=complete_character)
+@click.option(
+    "--dataset",
+    shell_complete=complete_dataset,
+    default="default",
+    show_default=True,
+    help="The dataset to read.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def stats(name: str, dataset: str, as_json: bool) -> None:
     """Records per stage, turns, words, thinking share, coverage and failures."""
@@ -83,7 +90,7 @@ def _n(count: int, word: str) -> str:
 
 
 @data.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_character)
 @click.option(
     "--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True, help="The output format."
 )
@@ -93,7 +100,13 @@ def _n(count: int, word: str) -> str:
     type=click.Path(path_type=Path),
     help="Write to FILE (.json: one JSON array; else JSONL). Default: standard output.",
 )
-@click.option("--dataset", default="default", show_default=True, help="The dataset to export.")
+@click.option(
+    "--dataset",
+    shell_complete=complete_dataset,
+    default="default",
+    show_default=True,
+    help="The dataset to export.",
+)
 @click.option(
     "--stage",
     type=click.Choice(["all", "experiences", "protective"]),
@@ -120,9 +133,15 @@ def export(name: str, fmt: str, output: Path | None, dataset: str, stage: str) -
 
 
 @data.command(name="import")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_character)
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--dataset", default="default", show_default=True, help="The dataset to add to.")
+@click.option(
+    "--dataset",
+    shell_complete=complete_dataset,
+    default="default",
+    show_default=True,
+    help="The dataset to add to.",
+)
 def import_(name: str, file: Path, dataset: str) -> None:
     """Import Character-LLM scenes, experiences or prompted data, ShareGPT or messages JSONL."""
     from charlite.experience.formats import import_file

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import click
 
+from charlite.cli.complete import complete_character, complete_dataset, complete_model_spec
 from charlite.cli.output import console, warn
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_character)
 @click.option(
     "--teacher",
+    shell_complete=complete_model_spec,
     default="embedded",
     show_default=True,
     metavar="SPEC",
@@ -43,7 +45,11 @@ from charlite.cli.output import console, warn
     help="Parallel requests to an HTTP teacher.",
 )
 @click.option(
-    "--dataset", default="default", show_default=True, help="The dataset to write (or resume)."
+    "--dataset",
+    shell_complete=complete_dataset,
+    default="default",
+    show_default=True,
+    help="The dataset to write (or resume).",
 )
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the record ids and of sampling."
