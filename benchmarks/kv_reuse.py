@@ -69,7 +69,7 @@ def main() -> None:
     session = ChatSession(
         profile,
         backend,
-        params=GenParams(temperature=0.0, max_tokens=40, seed=1),
+        params=GenParams(temperature=0.0, max_tokens=24, seed=1),
         use_persona_cache=False,
     )
     evaluated = new = naive = 0
