@@ -35,11 +35,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):  # e.g. a parent that is a file: there is nothing to remove
+        path.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -58,6 +63,8 @@ def read_json(path: Path) -> Any:
         raise DataError(f"{path} does not exist") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DataError(f"{path} is not valid JSON: nested too deeply") from None
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -74,10 +81,10 @@ def read_jsonl(path: Path) -> list[dict]:
             continue
         try:
             records.append(json.loads(raw))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             continue  # a line torn by a crash in the middle of the file cannot happen, but never fail on it
     if tail.strip():
-        with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+        with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             records.append(json.loads(tail))  # complete record missing only its newline
     return records
 
@@ -97,7 +104,7 @@ def repair_jsonl(path: Path) -> int:
         with open(path, "ab") as fh:  # a whole record that only lacks its newline: keep it
             fh.write(b"\n")
         return 0
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         with open(path, "r+b") as fh:
             fh.truncate(cut)
         return len(tail)
@@ -108,9 +115,9 @@ class JsonlWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_jsonl(self.path)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            repair_jsonl(self.path)
             self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open across appends
         except OSError as exc:
             raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from None

@@ -60,12 +60,7 @@ class CachedPrefix:
 class PersonaCache:
     def __init__(self, root: Path | None = None, max_bytes: int | None = None):
         self.root = Path(root) if root else cache_dir("persona")
-        env = os.environ.get("CHARLITE_PERSONA_CACHE_MB")
-        self.max_bytes = (
-            max_bytes
-            if max_bytes is not None
-            else (int(float(env) * 1024 * 1024) if env else DEFAULT_MAX_BYTES)
-        )
+        self.max_bytes = max_bytes if max_bytes is not None else _env_max_bytes()
 
     def _path(self, key: str) -> Path:
         return self.root / f"{key}.state"
@@ -127,6 +122,19 @@ class PersonaCache:
         for p in self.entries():
             with contextlib.suppress(OSError):
                 p.unlink()
+
+
+def _env_max_bytes() -> int:
+    """``CHARLITE_PERSONA_CACHE_MB`` (0 turns the cache off); a value that is not a number is
+    ignored: the cache only saves time, it must never stop a chat."""
+    env = os.environ.get("CHARLITE_PERSONA_CACHE_MB", "").strip()
+    try:
+        mb = float(env) if env else None
+    except ValueError:
+        mb = None
+    if mb is None or mb != mb or mb in (float("inf"), float("-inf")):  # unset, NaN, infinite
+        return DEFAULT_MAX_BYTES
+    return max(0, int(mb * 1024 * 1024))
 
 
 def _decode(data: bytes) -> CachedPrefix | None:

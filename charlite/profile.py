@@ -24,6 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from charlite.errors import ProfileError
 
 MAX_PROFILE_BYTES = 5 * 1024 * 1024
+MAX_FRONT_MATTER_DEPTH = 128
+"""Deeper nesting is refused (pydantic cannot serialise past ~255 levels)."""
+MAX_FRONT_MATTER_VALUES = 500_000
+"""YAML aliases can make a small file a huge tree ("billion laughs"): count values as expanded."""
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
@@ -196,6 +200,28 @@ def build_profile(data: dict[str, Any], path: Path, **extra: Any) -> Profile:
         raise ProfileError(_validation_message(path, exc)) from None
 
 
+def _check_front_matter(meta: dict[str, Any], path: Path) -> None:
+    """Refuse front matter nested too deep or with too many values (aliases counted expanded)."""
+    stack: list[tuple[Any, int]] = [(meta, 1)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_FRONT_MATTER_VALUES:
+            raise ProfileError(
+                f"{path}: the front matter has more than {MAX_FRONT_MATTER_VALUES} values",
+                hint="YAML aliases (*name) repeat whole trees; write the values out",
+            )
+        if depth > MAX_FRONT_MATTER_DEPTH:
+            raise ProfileError(
+                f"{path}: the front matter is nested more than {MAX_FRONT_MATTER_DEPTH} levels deep"
+            )
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def parse_markdown(text: str, path: Path) -> Profile:
     """A charlite ``.md`` profile: YAML front matter between ``---`` lines, then paragraphs."""
     meta: dict[str, Any] = {}
@@ -214,6 +240,7 @@ def parse_markdown(text: str, path: Path) -> Profile:
             raise ProfileError(f"{path}: front matter is not valid YAML{where}") from None
         if not isinstance(meta, dict):
             raise ProfileError(f"{path}: front matter must be a mapping of fields")
+        _check_front_matter(meta, path)
         body = parts[2]
     warnings: list[str] = []
     if "name" not in meta:

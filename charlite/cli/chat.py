@@ -70,6 +70,8 @@ def chat(
         scene = Scene(location=location or base.location, status=status or base.status)
     resolved = resolve_model(profile, model, prompted)
     history = History()
+    if session_id:
+        history.session(session_id)  # an unknown session fails before the model loads
     backend = resolved.backend(verbose=verbose())
     params = CHAT_PARAMS.with_(seed=seed, temperature=temperature, max_tokens=max_tokens)
     session = ChatSession(
@@ -137,10 +139,11 @@ def _interactive(session, show_thoughts: bool) -> None:
                 show_thoughts = not show_thoughts
                 out.print(f"[dim]thoughts {'shown' if show_thoughts else 'hidden'}[/dim]")
             continue
-        out.print(f"[bold magenta]{p.short_name}>[/bold magenta] ", end="")
-        stream = session.stream(text)
+        stream = None
         pending = ""
-        try:
+        try:  # a Ctrl-C from the moment the label shows stops this reply, never the session
+            out.print(f"[bold magenta]{p.short_name}>[/bold magenta] ", end="")
+            stream = session.stream(text)
             for delta in stream:
                 pending += delta.text
                 # print complete lines as they come, each styled by its marker
@@ -150,7 +153,8 @@ def _interactive(session, show_thoughts: bool) -> None:
                     out.print("   ", end="")
             _print_line(out, pending, show_thoughts, p.short_name)
         except KeyboardInterrupt:
-            stream.close()
+            if stream is not None:
+                stream.close()
             out.print(" [dim](interrupted)[/dim]")
 
 
