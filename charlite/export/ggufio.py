@@ -158,20 +158,42 @@ def read_gguf_header(path: Path, arrays: tuple[str, ...] = ()) -> GGUFHeader:
     return _read_header(str(path.resolve()), st.st_size, st.st_mtime_ns, tuple(sorted(arrays)))
 
 
+HEADER_READ_LIMIT = 64 * 1024 * 1024
+_FIRST_READ = 4 * 1024 * 1024
+
+
+class _ShortHeader(ExportError):
+    """The bytes read so far end inside the header: read more, up to the limit."""
+
+
 @lru_cache(maxsize=16)
 def _read_header(path: str, size: int, mtime_ns: int, arrays: tuple[str, ...]) -> GGUFHeader:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(min(size, 64 * 1024 * 1024))
-    except OSError as exc:
-        raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
+    # Headers are a few MB; read 4 MB first and more only when the header runs past it,
+    # so opening a model does not read 64 MB of tensor data on every start.
+    want = min(size, _FIRST_READ)
+    while True:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(want)
+        except OSError as exc:
+            raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            return _parse_header(path, size, data, arrays)
+        except _ShortHeader:
+            limit = min(size, HEADER_READ_LIMIT)
+            if want >= limit:
+                raise ExportError(f"{path} is not a valid GGUF file (header cut short)") from None
+            want = min(limit, want * 4)
+
+
+def _parse_header(path: str, size: int, data: bytes, arrays: tuple[str, ...]) -> GGUFHeader:
     pos = 0
 
     def take(fmt: str):
         nonlocal pos
         n = struct.calcsize(fmt)
         if pos + n > len(data):
-            raise ExportError(f"{path} is not a valid GGUF file (header cut short)")
+            raise _ShortHeader(f"{path} is not a valid GGUF file (header cut short)")
         (value,) = struct.unpack_from(fmt, data, pos)
         pos += n
         return value
