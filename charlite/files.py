@@ -10,11 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from charlite.errors import DataError, StorageError
+from charlite.errors import CharliteError, DataError, StorageError
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
@@ -143,3 +143,33 @@ class JsonlWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def read_text_file(
+    path: Path,
+    *,
+    max_bytes: int,
+    error: type[CharliteError],
+    what: str,
+    too_big: Callable[[int], str],
+    utf8_hint: str,
+) -> str:
+    """A whole UTF-8 text file (BOM dropped), refused with ``error`` when it cannot be read,
+    is a folder (``what`` names the expected kind), is over ``max_bytes`` (``too_big(size)`` says
+    so) or is not UTF-8."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise error(f"{path} is a folder, not a {what}")
+    if size > max_bytes:
+        raise error(f"{path}: {too_big(size)}")
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start})", hint=utf8_hint) from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from charlite.errors import ProfileError
+from charlite.files import read_text_file
 
 MAX_PROFILE_BYTES = 5 * 1024 * 1024
 MAX_FRONT_MATTER_DEPTH = 128
@@ -132,26 +133,16 @@ def slugify(name: str) -> str:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if path.is_dir():
-        raise ProfileError(f"{path} is a folder, not a profile file")
-    if size > MAX_PROFILE_BYTES:
-        raise ProfileError(
-            f"{path}: {size // 1024} KiB is over the {MAX_PROFILE_BYTES // 1024 // 1024} MiB limit for a profile"
-        )
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ProfileError(
-            f"{path}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8"
-        ) from None
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return read_text_file(
+        path,
+        max_bytes=MAX_PROFILE_BYTES,
+        error=ProfileError,
+        what="profile file",
+        too_big=lambda size: (
+            f"{size // 1024} KiB is over the {MAX_PROFILE_BYTES // 1024 // 1024} MiB limit for a profile"
+        ),
+        utf8_hint="save the file as UTF-8",
+    )
 
 
 def _is_plain_heading(line: str) -> bool:

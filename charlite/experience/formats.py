@@ -30,7 +30,7 @@ from charlite import roleplay
 from charlite.errors import DataError
 from charlite.experience.dataset import Dataset, now
 from charlite.experience.schemas import DialogueTurn, Experience, SceneRecord
-from charlite.files import JsonlWriter, repair_jsonl
+from charlite.files import JsonlWriter, read_text_file, repair_jsonl
 from charlite.profile import Profile, Scene
 
 EXPORT_FORMATS = ("sharegpt", "messages", "character-llm")
@@ -129,26 +129,16 @@ class Item:
 
 
 def _decode(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if path.is_dir():
-        raise DataError(f"{path} is a folder, not a data file")
-    if size > MAX_IMPORT_BYTES:
-        raise DataError(
-            f"{path}: {size // 2**20} MiB is over the {MAX_IMPORT_BYTES // 2**20} MiB import limit"
-        )
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: not UTF-8 text (byte {exc.start})", hint="import JSON or JSONL files"
-        ) from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return read_text_file(
+        path,
+        max_bytes=MAX_IMPORT_BYTES,
+        error=DataError,
+        what="data file",
+        too_big=lambda size: (
+            f"{size // 2**20} MiB is over the {MAX_IMPORT_BYTES // 2**20} MiB import limit"
+        ),
+        utf8_hint="import JSON or JSONL files",
+    )
 
 
 def _line_of(text: str, pos: int) -> int:
