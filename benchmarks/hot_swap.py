@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _common import private_home, report  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Who are you?"}]
@@ -22,11 +23,11 @@ MESSAGES = [{"role": "user", "content": "Who are you?"}]
 def main(reps: int = 5) -> None:
     home = Path(private_home())
     import llama_cpp
+    from helpers_models import write_random_adapter
 
     from charlite.backends import GenParams
     from charlite.backends.llamacpp import LlamaCppBackend, quiet_native
     from charlite.spec import embedded_model_path, parse_spec
-    from charlite.testing import write_random_adapter
 
     base = embedded_model_path()
     adapters = [write_random_adapter(base, home / f"a{i}.gguf", seed=i) for i in range(2)]

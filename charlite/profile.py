@@ -7,7 +7,8 @@ Formats read here:
 * Character-LLM wiki text (``wiki_Name.txt``): first line ``# Full Name``, then paragraphs; a
   paragraph may begin with a section heading line.
 
-Character Cards are read by :mod:`charlite.cards` into the same model.
+Character Cards are read by :mod:`charlite.cards` into the same model;
+:func:`charlite.characters.load_profile` picks the reader by a file's extension.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from charlite.errors import ProfileError
-from charlite.files import read_text_file
 
 MAX_PROFILE_BYTES = 5 * 1024 * 1024
 MAX_FRONT_MATTER_DEPTH = 128
@@ -30,6 +30,9 @@ MAX_FRONT_MATTER_DEPTH = 128
 MAX_FRONT_MATTER_VALUES = 500_000
 """YAML aliases can make a small file a huge tree ("billion laughs"): count values as expanded."""
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+DEFAULT_USER = "Visitor"
+"""The name of the one a character talks to when none is given: a chat user's lines that come
+back from stored messages without a name, ``{{user}}`` in a Character Card."""
 
 
 class Fact(BaseModel):
@@ -130,19 +133,6 @@ def slugify(name: str) -> str:
     'ludwig-van-beethoven'"""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return slug[:64].strip("-") or "character"
-
-
-def _read_text(path: Path) -> str:
-    return read_text_file(
-        path,
-        max_bytes=MAX_PROFILE_BYTES,
-        error=ProfileError,
-        what="profile file",
-        too_big=lambda size: (
-            f"{size // 1024} KiB is over the {MAX_PROFILE_BYTES // 1024 // 1024} MiB limit for a profile"
-        ),
-        utf8_hint="save the file as UTF-8",
-    )
 
 
 def _is_plain_heading(line: str) -> bool:
@@ -281,25 +271,6 @@ def parse_wiki_txt(text: str, path: Path) -> Profile:
     ]
     meta = {"name": name, "slug": slugify(name.split()[-1] if name.split() else name)}
     return build_profile(meta, path, paragraphs=paragraphs, source=str(path), warnings=warnings)
-
-
-def load_profile(path: Path | str) -> Profile:
-    """Read any supported profile file, chosen by its extension."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".json", ".png"):
-        from charlite import cards
-
-        return cards.load_card_profile(path)
-    text = _read_text(path)
-    if suffix == ".txt":
-        return parse_wiki_txt(text, path)
-    if suffix in (".md", ".markdown", ""):
-        return parse_markdown(text, path)
-    raise ProfileError(
-        f"{path}: unknown profile format '{suffix}'",
-        hint="use a charlite .md, a Character-LLM wiki .txt or a Character Card .json/.png",
-    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,10 +26,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from charlite.profile import Profile, Scene
+from charlite.profile import DEFAULT_USER, Profile, Scene
 
 Action = Literal["thinking", "speaking"]
 ACTIONS: tuple[str, ...] = ("thinking", "speaking")
@@ -50,8 +49,6 @@ INTERVIEW_STATUS = (
     "who engage in conversation and shares everything {name} knows without reservation."
 )
 INTERVIEWER = "Man"
-DEFAULT_USER = "Visitor"
-"""The label of a chat user's lines when they come back from stored messages without a name."""
 
 _MARKER = re.compile(r"^\((thinking|speaking)\)[ \t]?")
 _LOOSE_MARKER = re.compile(
@@ -102,8 +99,6 @@ def system_message(
 
 def interview_scene(profile: Profile) -> Scene:
     """The paper's interview setting, unless the profile gives an interview scene of its own."""
-    from charlite.profile import Scene
-
     custom = profile.metadata.get("interview_scene") if profile.metadata else None
     if isinstance(custom, dict) and custom.get("location") and custom.get("status"):
         return Scene(location=custom["location"], status=custom["status"])

@@ -29,7 +29,7 @@ def embedded_path():
 
 @pytest.fixture(scope="session")
 def random_adapters(tmp_path_factory, embedded_path):
-    from charlite.testing import write_random_adapter
+    from helpers_models import write_random_adapter
 
     folder = tmp_path_factory.mktemp("adapters")
     return [

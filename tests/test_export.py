@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_export_helpers import leftovers, write_run
+from helpers_export import leftovers, write_run
 
 from charlite.cli import cli
 
@@ -49,8 +49,7 @@ class Trained:
 
 
 def _bundled_profile(slug: str):
-    from charlite.characters import bundled_dir
-    from charlite.profile import load_profile
+    from charlite.characters import bundled_dir, load_profile
 
     return load_profile(bundled_dir() / f"{slug}.md")
 
@@ -246,7 +245,7 @@ def test_adapter_fidelity(trained, embedded_path, tmp_path, monkeypatch):
 def test_converter_fidelity(trained, embedded_path, tmp_path):
     """The embedded GGUF -> transformers -> charlite's converter predicts like the original."""
     from charlite.export.convert import convert_hf
-    from charlite.export.ggufio import read_gguf_header
+    from charlite.gguf import read_gguf_header
 
     out = convert_hf(trained.hf_dir, tmp_path / "converted.gguf", out_type="f32")
     keys = (
@@ -307,9 +306,8 @@ def _manifest(folder: Path) -> dict:
 
 
 def test_export_and_chat_end_to_end(trained, embedded_path, charlite_home):
-    from charlite.export.exporter import sha256_file
-    from charlite.export.ggufio import read_gguf_header
     from charlite.export.modelfile import parse_modelfile
+    from charlite.gguf import file_sha256, read_gguf_header
 
     write_run(
         charlite_home,
@@ -336,7 +334,7 @@ def test_export_and_chat_end_to_end(trained, embedded_path, charlite_home):
     assert manifest["format"] == 1 and manifest["quant"] == "q8_0" and manifest["smoke_ok"] is True
     for entry in manifest["files"]:
         path = folder / entry["name"]
-        assert entry["bytes"] == path.stat().st_size and entry["sha256"] == sha256_file(path)
+        assert entry["bytes"] == path.stat().st_size and entry["sha256"] == file_sha256(path)
     assert [s["finish_reason"] for s in manifest["smoke"]] == ["stop", "stop"]
     assert (
         f"exported beethoven run {RUN_ID}" in result.stdout and "smoke test passed" in result.stdout
@@ -383,7 +381,7 @@ def test_export_and_chat_end_to_end(trained, embedded_path, charlite_home):
         f"{RUN_ID}/manifest.json",
     ]
     assert _manifest(folder)["merged"] is None
-    from charlite.chat import resolve_model
+    from charlite.voices import resolve_model
 
     resolved = resolve_model(_bundled_profile("beethoven"))
     assert resolved.lora == folder / "beethoven-lora.gguf" and not resolved.prompted

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_export_helpers import SMOLLM, leftovers, random_adapter, write_run
+from helpers_export import SMOLLM, leftovers, random_adapter, write_run
 
 from charlite.cli import cli
 from charlite.errors import ExportError

@@ -6,8 +6,7 @@ import json
 import os
 
 from charlite.characters import get_profile
-from charlite.chat import resolve_model
-from charlite.export.resolve import newest_export_model
+from charlite.voices import newest_export_model, resolve_model
 
 
 def _export(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from charlite import characters, roleplay
-from charlite.chat import ResolvedModel
 from charlite.errors import DataError
 from charlite.eval import interview as iv
 from charlite.eval.questions import fact_questions, questions_for
 from charlite.files import write_json_atomic
 from charlite.spec import parse_spec
+from charlite.voices import ResolvedModel
 
 
 @pytest.fixture(scope="module")

@@ -183,8 +183,8 @@ CONVERSATIONS = [
 def test_template_reproduces_the_training_chat_format(messages, embedded_path):
     import jinja2
 
-    from charlite.export.ggufio import read_gguf_header
     from charlite.export.modelfile import gguf_chat_format
+    from charlite.gguf import read_gguf_header
 
     jinja = read_gguf_header(embedded_path).kv["tokenizer.chat_template"]
     want = (

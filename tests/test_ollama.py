@@ -297,7 +297,7 @@ def _export_folder(tmp_path):
 
 def test_create_through_the_api(ollama_server, tmp_path, monkeypatch):
     from charlite.characters import get_profile
-    from charlite.export.exporter import create_in_ollama
+    from charlite.export.ollama import create_in_ollama
     from charlite.roleplay import profile_system_message
 
     monkeypatch.setenv("PATH", str(tmp_path / "no-ollama-here"))  # the program is not installed
@@ -336,7 +336,7 @@ def test_create_through_the_api(ollama_server, tmp_path, monkeypatch):
 
 
 def test_create_without_ollama_prints_the_command(tmp_path, monkeypatch):
-    from charlite.export.exporter import create_in_ollama
+    from charlite.export.ollama import create_in_ollama
 
     monkeypatch.setenv("PATH", str(tmp_path / "no-ollama-here"))
     monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{_closed_port()}")

@@ -13,6 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from charlite import characters
+from charlite.characters import load_profile
 from charlite.cli import cli
 from charlite.errors import NotFoundError, ProfileError
 from charlite.profile import (
@@ -20,7 +21,6 @@ from charlite.profile import (
     Paragraph,
     Profile,
     dump_markdown,
-    load_profile,
     parse_markdown,
     split_paragraphs,
 )

@@ -10,7 +10,7 @@ import pytest
 
 from charlite.backends import get_backend
 from charlite.errors import ModelError, SpecError
-from charlite.gguf_check import check_gguf, file_sha256
+from charlite.gguf import check_gguf, file_sha256
 from charlite.spec import EMBEDDED_FILE, ModelSpec, embedded_model_path, parse_spec
 
 

@@ -103,8 +103,9 @@ def test_embedded_base_is_cached_as_safetensors_and_hf_folders_load(embedded_bas
     import json
     import time
 
+    from charlite.gguf import file_sha256
     from charlite.spec import embedded_model_path
-    from charlite.train.base import file_sha256, prepare_base
+    from charlite.train.base import prepare_base
 
     began = time.monotonic()
     base = prepare_base("embedded")

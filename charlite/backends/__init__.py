@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charlite.backends.base import Backend, Completion, Delta, GenParams, Messages
+from charlite.backends.base import DEFAULT_CTX, Backend, Completion, Delta, GenParams, Messages
+from charlite.backends.llamacpp import LlamaCppBackend
+from charlite.backends.ollama import OllamaBackend
+from charlite.backends.openai_compat import OpenAIBackend
 from charlite.errors import SpecError
 from charlite.spec import ModelSpec, parse_spec
 
@@ -26,18 +29,10 @@ def get_backend(
     if isinstance(spec, str):
         spec = parse_spec(spec)
     if spec.kind in ("embedded", "gguf"):
-        from charlite.backends.llamacpp import DEFAULT_CTX, LlamaCppBackend
-
         return LlamaCppBackend(spec, lora=lora, n_ctx=n_ctx or DEFAULT_CTX, verbose=verbose)
     if spec.kind == "openai":
-        from charlite.backends.openai_compat import OpenAIBackend
-
         return OpenAIBackend(spec)
     if spec.kind == "ollama":
-        try:
-            from charlite.backends.ollama import OllamaBackend
-        except ImportError:
-            raise SpecError("the Ollama backend is not available in this version") from None
         return OllamaBackend(spec)
     raise SpecError(
         f"{spec} cannot chat",

@@ -11,6 +11,8 @@ from typing import Any
 from charlite.spec import ModelSpec
 
 Messages = Sequence[dict[str, str]]
+DEFAULT_CTX = 2048
+"""Context size of a local model (llama.cpp), and of the Modelfiles charlite writes."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,10 @@ class GenParams:
 
     def with_(self, **changes: Any) -> GenParams:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+CHAT_PARAMS = GenParams(temperature=0.7, top_p=0.95, max_tokens=200, repeat_penalty=1.15)
+"""Sampling for a character's replies: chat, the API server, and exported Modelfiles."""
 
 
 @dataclass

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from charlite.backends.base import Backend, Completion, Delta, GenParams, Messages
+from charlite.backends.base import DEFAULT_CTX, Backend, Completion, Delta, GenParams, Messages
 from charlite.errors import ModelError
-from charlite.gguf_check import check_gguf
+from charlite.gguf import check_adapter_matches_base, check_gguf
 from charlite.spec import ModelSpec
 
-DEFAULT_CTX = 2048
 _LOADED: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
@@ -186,16 +185,7 @@ class LlamaCppBackend(Backend):
         """Use ``lora`` (a GGUF LoRA for this base) from now on, or none."""
         if lora is not None:
             lora = Path(lora).resolve()
-            info = check_gguf(self.path)
-            ainfo = check_gguf(lora)
-            if ainfo.file_type != "adapter":
-                raise ModelError(f"{lora} is not a LoRA adapter GGUF")
-            if ainfo.architecture != info.architecture:
-                raise ModelError(
-                    f"adapter {lora} is for a {ainfo.architecture} model, not {info.architecture}",
-                    hint="export the adapter from a run trained on this base",
-                )
-            _check_adapter_fits(lora, self.path)
+            check_adapter_matches_base(lora, self.path)
             self._adapter_handle(lora)
         self.lora = lora
 
@@ -383,13 +373,6 @@ class LlamaCppBackend(Backend):
     def describe(self) -> str:
         base = f"{self.spec} ({self.path.name})" if self.spec.kind == "gguf" else str(self.spec)
         return f"{base} + {self.lora.name}" if self.lora else base
-
-
-def _check_adapter_fits(lora: Path, base: Path) -> None:
-    """Refuse an adapter whose tensors do not match the base's, before llama.cpp sees it."""
-    from charlite.gguf_check import check_adapter_matches_base
-
-    check_adapter_matches_base(lora, base)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from charlite.backends.base import Backend, Completion, Delta, GenParams, Messages
@@ -65,7 +64,8 @@ class OllamaBackend(Backend):
             return BackendError(f"Ollama at {self.host} did not answer in time")
         return BackendError(f"cannot reach Ollama at {self.host}: is `ollama serve` running?")
 
-    def _call(self, fn, *args, **kwargs):
+    def call(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on the client; an error from the server is a BackendError."""
         import httpx
 
         try:
@@ -94,7 +94,7 @@ class OllamaBackend(Backend):
     def stream(self, messages: Messages, params: GenParams | None = None) -> Iterator[Delta]:
         import httpx
 
-        parts = self._call(
+        parts = self.call(
             self.client.chat,
             self.spec.name,
             list(messages),
@@ -122,7 +122,7 @@ class OllamaBackend(Backend):
         kwargs: dict[str, Any] = {"stream": False, "options": self.options(params)}
         if schema is not None:
             kwargs["format"] = schema
-        out = self._call(self.client.chat, self.spec.name, list(messages), **kwargs)
+        out = self.call(self.client.chat, self.spec.name, list(messages), **kwargs)
         return Completion(
             text=(out.message.content if out.message else "") or "",
             finish_reason=_finish_reason(out),
@@ -140,63 +140,10 @@ class OllamaBackend(Backend):
 
     def list_models(self) -> list[str]:
         """Names of the models the server has (``/api/tags``)."""
-        out = self._call(self.client.list)
+        out = self.call(self.client.list)
         return [m.model for m in out.models if m.model]
-
-    def create_from_modelfile(self, name: str, modelfile: Path) -> str:
-        """``ollama create NAME -f Modelfile`` through the API: upload GGUF files, then ``/api/create``."""
-        from charlite.export.modelfile import parse_modelfile
-
-        modelfile = Path(modelfile)
-        commands = parse_modelfile(modelfile.read_text(encoding="utf-8"))
-        request: dict[str, Any] = {"model": name}
-        parameters: dict[str, Any] = {}
-        for cmd in commands:
-            if cmd.name == "from":
-                path = _local_file(modelfile.parent, cmd.value)
-                if path is None:
-                    request["from_"] = cmd.value
-                else:
-                    request["files"] = {path.name: self._call(self.client.create_blob, path)}
-            elif cmd.name == "adapter":
-                path = _local_file(modelfile.parent, cmd.value)
-                if path is None:
-                    raise BackendError(f"{modelfile}: ADAPTER {cmd.value} is not a file")
-                request["adapters"] = {path.name: self._call(self.client.create_blob, path)}
-            elif cmd.name in ("template", "system", "license"):
-                request[cmd.name] = cmd.value
-            elif cmd.name == "parameter" and cmd.param:
-                value = _number(cmd.value)
-                if cmd.param == "stop":
-                    parameters.setdefault("stop", []).append(cmd.value)
-                else:
-                    parameters[cmd.param] = value
-        if parameters:
-            request["parameters"] = parameters
-        out = self._call(self.client.create, stream=False, **request)
-        return getattr(out, "status", None) or "success"
 
 
 def _finish_reason(part: Any) -> str:
     reason = getattr(part, "done_reason", None)
     return "length" if reason == "length" else "stop"
-
-
-def _local_file(folder: Path, value: str) -> Path | None:
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = folder / path
-    if path.is_file():
-        return path
-    if value.startswith((".", "/", "~")) or value.lower().endswith(".gguf"):
-        raise BackendError(f"the Modelfile names {value}, which does not exist")
-    return None
-
-
-def _number(value: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            continue
-    return value

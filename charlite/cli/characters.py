@@ -72,7 +72,7 @@ def show(name: str) -> None:
     out.print(
         f"profile:   {len(p.paragraphs)} paragraphs, {words} words, {len(p.facts)} fact probes"
     )
-    from charlite.chat import resolve_model
+    from charlite.voices import resolve_model
 
     out.print(f"chat model: {resolve_model(p).label}")
     data, runs, exports = _artifacts(p.slug)

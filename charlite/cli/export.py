@@ -43,7 +43,8 @@ def _size(n: int) -> str:
 )
 def export(name, run_id, quant, adapter_only, to_ollama):
     """Export a trained character as GGUF files and an Ollama Modelfile."""
-    from charlite.export.exporter import create_in_ollama, export_run
+    from charlite.export.exporter import export_run
+    from charlite.export.ollama import create_in_ollama, ollama_model_name
 
     result = export_run(
         name.strip().lower(),
@@ -78,8 +79,6 @@ def export(name, run_id, quant, adapter_only, to_ollama):
                 f"created Ollama model {outcome.model}; chat: charlite chat {result.slug} --model ollama:{outcome.model}"
             )
     else:
-        from charlite.export.exporter import ollama_model_name
-
         click.echo(f"ollama: ollama create {ollama_model_name(result.slug)} -f {result.modelfile}")
 
 

@@ -101,10 +101,10 @@ def interview(
 
     from charlite import characters
     from charlite.backends import get_backend
-    from charlite.chat import resolve_model
     from charlite.errors import InterruptedByUser
     from charlite.eval import interview as iv
     from charlite.eval.questions import fact_questions, questions_for
+    from charlite.voices import resolve_model
 
     profile = characters.get_profile(name)
     questions, source = questions_for(profile.slug, questions_file)

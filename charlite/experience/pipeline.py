@@ -32,7 +32,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from charlite import __version__, roleplay
-from charlite.backends.base import Backend, GenParams
+from charlite.backends import get_backend
+from charlite.backends.base import DEFAULT_CTX, Backend, GenParams
+from charlite.backends.llamacpp import load_llama
+from charlite.backends.openai_compat import _completion
 from charlite.errors import BackendError, CharliteError, DataError, InterruptedByUser
 from charlite.experience import prompts
 from charlite.experience.dataset import Dataset, now
@@ -47,6 +50,7 @@ from charlite.experience.schemas import (
 )
 from charlite.files import JsonlWriter, repair_jsonl
 from charlite.profile import Profile
+from charlite.spec import parse_spec
 
 STAGES = ("scenes", "experiences", "protective")
 MAX_TOKENS = {"scenes": 256, "experiences": 640, "protective": 700}
@@ -404,8 +408,6 @@ def chat_json(backend: Backend, messages: list[dict], schema: dict, params: GenP
 
 
 def _json_object_call(backend: Any, messages, schema, params):
-    from charlite.backends.openai_compat import _completion
-
     body = backend._body(
         messages, params, response_format={"type": "json_object", "schema": schema}
     )
@@ -433,8 +435,6 @@ class Generator:
         self.dataset = Dataset(profile.slug, options.dataset)
         self._backend_factory = backend_factory
         self.backend: Backend | None = None
-        from charlite.spec import parse_spec
-
         self.spec = parse_spec(options.teacher)
         self.teacher = str(self.spec)
         n_par = len(profile.paragraphs)
@@ -454,12 +454,8 @@ class Generator:
     def _make_backend(self) -> Backend:
         if self._backend_factory is not None:
             return self._backend_factory()
-        from charlite.backends import get_backend
-
         if self.spec.is_local_gguf:
             # load (and cache) the model with this many threads; get_backend reuses it
-            from charlite.backends.llamacpp import DEFAULT_CTX, load_llama
-
             threads = self.options.threads or default_threads()
             load_llama(self.spec.gguf_path(), n_ctx=DEFAULT_CTX, n_threads=threads)
         return get_backend(self.spec)

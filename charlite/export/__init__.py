@@ -6,7 +6,9 @@
 * :mod:`~charlite.export.modelfile`: Ollama Modelfiles, quoted so a profile cannot inject;
 * :mod:`~charlite.export.smoke`: load the result, ask a question, check that it stops cleanly;
 * :mod:`~charlite.export.exporter`: the whole ``charlite export`` (staging folder, manifest);
-* :mod:`~charlite.export.resolve`: which export a chat uses.
+* :mod:`~charlite.export.ollama`: publishing an export to Ollama (``--ollama``).
+
+Which export a chat uses is :mod:`charlite.voices`.
 
 Nothing here imports torch: GGUF files are read and written with the ``gguf`` package and
 adapters are read straight from their safetensors file.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from charlite.characters import REPO_ROOT, bundled_dir, load_profile
+from charlite.export.modelfile import character_modelfile, tag_chat_format
 from charlite.files import write_text_atomic
 
 BUNDLED_BASE_TAG = "smollm2:135m"
@@ -16,10 +18,6 @@ BUNDLED_BASE_TAG = "smollm2:135m"
 
 def bundled_modelfiles(base_tag: str = BUNDLED_BASE_TAG) -> dict[str, str]:
     """``{"SLUG.Modelfile": text}`` for every bundled profile."""
-    from charlite.characters import bundled_dir
-    from charlite.export.modelfile import character_modelfile, tag_chat_format
-    from charlite.profile import load_profile
-
     out = {}
     for path in sorted(bundled_dir("profiles").glob("*.md")):
         profile = load_profile(path)
@@ -38,8 +36,6 @@ def bundled_modelfiles(base_tag: str = BUNDLED_BASE_TAG) -> dict[str, str]:
 
 def write_bundled_modelfiles(folder: Path | None = None) -> list[Path]:
     """Write them into ``folder`` (default: the checkout's ``modelfiles/``); drop stale ones."""
-    from charlite.characters import REPO_ROOT
-
     folder = Path(folder) if folder else REPO_ROOT / "modelfiles"
     files = bundled_modelfiles()
     written = []

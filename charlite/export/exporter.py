@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,10 +28,10 @@ from typing import Any
 from charlite.errors import ExportError
 from charlite.export.merge import QUANTS, check_quant
 from charlite.files import write_json_atomic, write_text_atomic
+from charlite.gguf import file_sha256
 from charlite.home import CharacterPaths, cache_dir, ensure_dir
 
 EXPORT_FORMAT = 1
-OLLAMA_PREFIX = "charlite-"
 
 
 @dataclass
@@ -50,20 +49,12 @@ class ExportResult:
         return self.path / "Modelfile"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_entry(path: Path, role: str, **extra: Any) -> dict[str, Any]:
     return {
         "name": path.name,
         "role": role,
         "bytes": path.stat().st_size,
-        "sha256": sha256_file(path),
+        "sha256": file_sha256(path),
         **extra,
     }
 
@@ -302,67 +293,3 @@ def export_run(
     for entry in files:
         entry["path"] = str(final / entry["name"])
     return ExportResult(profile.slug, run.run_id, final, manifest, files, smoke)
-
-
-# ---------------------------------------------------------------------------------------------
-# Ollama
-
-
-@dataclass
-class OllamaOutcome:
-    how: str
-    """``program`` (ran ``ollama create``), ``api`` (through the server) or ``command`` (printed)."""
-    model: str
-    command: str
-    detail: str = ""
-
-
-def ollama_model_name(slug: str) -> str:
-    return OLLAMA_PREFIX + slug
-
-
-def create_in_ollama(export_dir: Path, slug: str, modelfile: str = "Modelfile") -> OllamaOutcome:
-    """``ollama create charlite-SLUG -f Modelfile``: with the program, else through a running server.
-
-    Neither available: the outcome carries the exact command to run later.
-    """
-    import shlex
-
-    name = ollama_model_name(slug)
-    path = Path(export_dir) / modelfile
-    command = f"ollama create {name} -f {shlex.quote(str(path))}"
-    program = shutil.which("ollama")
-    if program:
-        try:
-            proc = subprocess.run(
-                [program, "create", name, "-f", str(path)],
-                capture_output=True,
-                text=True,
-                timeout=3600,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ExportError(f"'{command}' failed: {exc}") from None
-        if proc.returncode != 0:
-            last = (proc.stderr or proc.stdout or "").strip().splitlines()
-            raise ExportError(
-                f"'{command}' failed: {last[-1] if last else f'exit {proc.returncode}'}"
-            )
-        return OllamaOutcome("program", name, command, (proc.stdout or "").strip())
-    from charlite.backends.ollama import OllamaBackend
-    from charlite.errors import BackendError
-    from charlite.spec import ModelSpec
-
-    backend = OllamaBackend(ModelSpec("ollama", name), timeout=5.0)
-    try:
-        backend.list_models()
-    except BackendError:
-        return OllamaOutcome("command", name, command)
-    finally:
-        with contextlib.suppress(Exception):
-            backend.close()
-    backend = OllamaBackend(ModelSpec("ollama", name))
-    try:
-        status = backend.create_from_modelfile(name, path)
-    finally:
-        backend.close()
-    return OllamaOutcome("api", name, command, status)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from charlite.errors import ExportError
+from charlite.gguf import read_gguf_header
 
 # Hugging Face ``config.model_type`` -> GGUF ``general.architecture``.
 HF_TO_GGUF_ARCH = {
@@ -121,151 +121,6 @@ class BaseInfo:
     @property
     def permutes_qk(self) -> bool:
         return self.arch in PERMUTED_QK
-
-
-_SCALARS = {
-    0: "<B",
-    1: "<b",
-    2: "<H",
-    3: "<h",
-    4: "<I",
-    5: "<i",
-    6: "<f",
-    7: "<?",
-    10: "<Q",
-    11: "<q",
-    12: "<d",
-}
-_STRING, _ARRAY = 8, 9
-
-
-@dataclass(frozen=True)
-class GGUFHeader:
-    """Key-values and tensor table of a GGUF file, read without touching tensor data."""
-
-    kv: dict[str, Any]
-    tensors: dict[str, tuple[tuple[int, ...], int]]
-    """name -> (shape in GGUF order, ggml type)."""
-
-
-def read_gguf_header(path: Path, arrays: tuple[str, ...] = ()) -> GGUFHeader:
-    """A fast GGUF header reader: arrays are skipped unless named in ``arrays``.
-
-    (``gguf.GGUFReader`` builds an object per vocabulary entry, which takes seconds.)
-    """
-    path = Path(path)
-    st = path.stat()
-    return _read_header(str(path.resolve()), st.st_size, st.st_mtime_ns, tuple(sorted(arrays)))
-
-
-HEADER_READ_LIMIT = 64 * 1024 * 1024
-_FIRST_READ = 4 * 1024 * 1024
-
-
-class _ShortHeader(ExportError):
-    """The bytes read so far end inside the header: read more, up to the limit."""
-
-
-@lru_cache(maxsize=16)
-def _read_header(path: str, size: int, mtime_ns: int, arrays: tuple[str, ...]) -> GGUFHeader:
-    # Headers are a few MB; read 4 MB first and more only when the header runs past it,
-    # so opening a model does not read 64 MB of tensor data on every start.
-    want = min(size, _FIRST_READ)
-    while True:
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(want)
-        except OSError as exc:
-            raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
-        try:
-            return _parse_header(path, size, data, arrays)
-        except _ShortHeader:
-            limit = min(size, HEADER_READ_LIMIT)
-            if want >= limit:
-                raise ExportError(f"{path} is not a valid GGUF file (header cut short)") from None
-            want = min(limit, want * 4)
-
-
-def _parse_header(path: str, size: int, data: bytes, arrays: tuple[str, ...]) -> GGUFHeader:
-    pos = 0
-
-    def take(fmt: str):
-        nonlocal pos
-        n = struct.calcsize(fmt)
-        if pos + n > len(data):
-            raise _ShortHeader(f"{path} is not a valid GGUF file (header cut short)")
-        (value,) = struct.unpack_from(fmt, data, pos)
-        pos += n
-        return value
-
-    def string() -> str:
-        nonlocal pos
-        n = take("<Q")
-        raw = data[pos : pos + n]
-        pos += n
-        return raw.decode("utf-8", errors="replace")
-
-    def value(kind: int, keep: bool):
-        nonlocal pos
-        if kind in _SCALARS:
-            return take(_SCALARS[kind])
-        if kind == _STRING:
-            return string()
-        if kind != _ARRAY:
-            raise ExportError(f"{path} is not a valid GGUF file (value type {kind})")
-        sub, count = take("<I"), take("<Q")
-        if keep:
-            return [value(sub, True) for _ in range(count)]
-        if sub in _SCALARS:
-            pos += struct.calcsize(_SCALARS[sub]) * count
-        elif sub == _STRING:
-            for _ in range(count):
-                n = take("<Q")  # read before adding: ``pos += take()`` would use the old pos
-                pos += n
-        else:
-            for _ in range(count):
-                value(sub, False)
-        return None
-
-    if data[:4] != b"GGUF":
-        raise ExportError(f"{path} is not a GGUF file")
-    pos = 4
-    take("<I")
-    n_tensors, n_kv = take("<Q"), take("<Q")
-    kv: dict[str, Any] = {}
-    for _ in range(n_kv):
-        key = string()
-        kind = take("<I")
-        got = value(kind, key in arrays or kind != _ARRAY)
-        if got is not None:
-            kv[key] = got
-    tensors = {}
-    extents = []
-    for _ in range(n_tensors):
-        name = string()
-        dims = tuple(take("<Q") for _ in range(take("<I")))
-        kind = take("<I")
-        tensors[name] = (dims, kind)
-        extents.append((take("<Q"), dims, kind))
-    align = int(kv.get("general.alignment") or 32)
-    start = -(-pos // align) * align
-    end = start
-    try:
-        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
-        for offset, dims, kind in extents:
-            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
-            n = 1
-            for d in dims:
-                n *= d
-            end = max(end, start + offset + n // block * type_size)
-    except (KeyError, ValueError):
-        raise ExportError(f"{path} is not a valid GGUF file (unknown tensor type)") from None
-    if end > size:
-        raise ExportError(
-            f"{path} is not a valid GGUF file (truncated: needs {end} bytes, has {size})"
-        )
-    return GGUFHeader(kv, tensors)
 
 
 def base_info(path: Path) -> BaseInfo:

@@ -24,12 +24,12 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from charlite.backends.base import CHAT_PARAMS, DEFAULT_CTX
 from charlite.errors import ExportError
-
-if TYPE_CHECKING:
-    from charlite.profile import Profile
+from charlite.gguf import read_gguf_header
+from charlite.profile import Profile
+from charlite.roleplay import profile_system_message
 
 # Breaks runs of quotes inside a block. It must be a character Ollama's parser keeps: the parser
 # drops every rune that is not printable (strconv.IsPrint), so a zero-width space (U+200B) would
@@ -85,8 +85,6 @@ def chat_format(jinja: str | None, eos: str | None = None) -> ChatFormat:
 
 def gguf_chat_format(path: Path) -> ChatFormat:
     """The chat format of a GGUF model, from its ``tokenizer.chat_template`` and EOS token."""
-    from charlite.export.ggufio import read_gguf_header
-
     kv = read_gguf_header(path, arrays=("tokenizer.ggml.tokens",)).kv
     jinja = kv.get("tokenizer.chat_template")
     tokens = kv.get("tokenizer.ggml.tokens") or []
@@ -280,9 +278,6 @@ def parse_modelfile(text: str) -> list[Command]:
 
 def sampling_parameters() -> list[tuple[str, str]]:
     """charlite chat's own sampling defaults, so Ollama answers like ``charlite chat``."""
-    from charlite.backends.llamacpp import DEFAULT_CTX
-    from charlite.chat import CHAT_PARAMS
-
     p = CHAT_PARAMS
     return [
         ("temperature", f"{p.temperature:g}"),
@@ -307,8 +302,6 @@ def character_modelfile(
     ``prompted``: the system message carries the profile's key paragraphs (no training);
     otherwise only the meta prompt and the default scene, exactly as in training.
     """
-    from charlite.roleplay import profile_system_message
-
     system = profile_system_message(profile, prompted=prompted)
     params = [("stop", s) for s in (fmt.stops if fmt else ())]
     params += sampling_parameters()

@@ -1,7 +1,7 @@
 """The training run an export starts from (``characters/SLUG/runs/RUN/``).
 
-Uses :mod:`charlite.train`'s ``load_run`` / ``latest_run`` when they exist, else reads the run
-manifest (format 1) itself: ``adapter/`` holds the peft adapter; ``manifest.json`` says the base
+:mod:`charlite.train`'s ``load_run`` / ``latest_run`` find the run; its manifest (format 1) is
+read here: ``adapter/`` holds the peft adapter; ``manifest.json`` says the base
 (``base.spec``, ``base.gguf`` when it came from a GGUF, ``base.path`` for the Hugging Face
 weights trained on, ``base.architecture``) and the chat template used in training.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from charlite.errors import ExportError, NotFoundError
 from charlite.files import read_json
-from charlite.home import CharacterPaths
+from charlite.train import latest_run, load_run
 
 
 @dataclass
@@ -61,49 +61,16 @@ def _from_manifest(slug: str, run_id: str, path: Path) -> RunRef:
     )
 
 
-def _train_api():
-    try:
-        from charlite.train import latest_run, load_run
-    except ImportError:
-        return None
-    return load_run, latest_run
-
-
 def find_run(slug: str, run_id: str | None = None) -> RunRef:
     """The run ``run_id`` of ``slug``, or its newest completed run."""
-    paths = CharacterPaths.of(slug)
-    api = _train_api()
-    if api is not None:
-        load_run, latest_run = api
-        run = load_run(slug, run_id) if run_id else latest_run(slug)
-        if run is None:
-            raise NotFoundError(
-                f"{slug} has no completed training run", hint=f"run 'charlite train {slug}' first"
-            )
-        ref = _from_manifest(slug, Path(run.path).name, Path(run.path))
-        ref.adapter_dir = Path(getattr(run, "adapter_dir", ref.adapter_dir))
-        return ref
-    if run_id:
-        path = paths.run(run_id)
-        if not path.is_dir():
-            known = ", ".join(paths.runs()) or "none"
-            raise NotFoundError(f"{slug} has no run '{run_id}'", hint=f"runs: {known}")
-        return _from_manifest(slug, run_id, path)
-    candidates = []
-    for rid in paths.runs():
-        try:
-            ref = _from_manifest(slug, rid, paths.run(rid))
-        except Exception:
-            continue
-        if ref.status == "completed":
-            candidates.append(
-                (str(ref.manifest.get("finished") or ref.manifest.get("created") or ""), rid, ref)
-            )
-    if not candidates:
+    run = load_run(slug, run_id) if run_id else latest_run(slug)
+    if run is None:
         raise NotFoundError(
             f"{slug} has no completed training run", hint=f"run 'charlite train {slug}' first"
         )
-    return max(candidates, key=lambda c: (c[0], c[1]))[2]
+    ref = _from_manifest(slug, Path(run.path).name, Path(run.path))
+    ref.adapter_dir = run.adapter_dir
+    return ref
 
 
 def check_exportable(run: RunRef) -> None:

@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from charlite import roleplay
+from charlite.backends.llamacpp import _silence_llama_log, quiet_native
 from charlite.errors import ExportError
+from charlite.gguf import read_gguf_header
 
 if TYPE_CHECKING:
     from charlite.profile import Profile
@@ -42,8 +45,6 @@ class SmokeResult:
 
 def control_tokens(path: Path) -> list[str]:
     """The control tokens of a GGUF vocabulary that look like markup (``<|im_end|>``, ``<s>``)."""
-    from charlite.export.ggufio import read_gguf_header
-
     kv = read_gguf_header(path, arrays=("tokenizer.ggml.tokens", "tokenizer.ggml.token_type")).kv
     tokens = kv.get("tokenizer.ggml.tokens") or []
     types = kv.get("tokenizer.ggml.token_type") or []
@@ -76,10 +77,6 @@ def smoke_test(
 ) -> SmokeResult:
     """Ask ``profile``'s trained system message and :data:`SMOKE_QUESTION`; never raises on a bad reply."""
     import llama_cpp
-
-    from charlite import roleplay
-    from charlite.backends.llamacpp import _silence_llama_log, quiet_native
-    from charlite.export.ggufio import read_gguf_header
 
     read_gguf_header(model)  # a damaged file is an error here, not an abort in llama.cpp
     if lora is not None:

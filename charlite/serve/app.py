@@ -25,12 +25,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from charlite import __version__
 from charlite import characters as registry
 from charlite.backends import Backend
-from charlite.chat import ResolvedModel, resolve_model
 from charlite.errors import CharliteError, NotFoundError
 from charlite.profile import Profile
 from charlite.serve import protocol
 from charlite.serve.protocol import APIError
 from charlite.serve.thoughts import ThoughtFilter
+from charlite.voices import ResolvedModel, resolve_model
 
 
 class Models:

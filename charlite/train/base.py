@@ -22,6 +22,7 @@ from typing import Any
 
 from charlite.errors import ModelError, SpecError
 from charlite.files import read_json, write_json_atomic
+from charlite.gguf import file_sha256
 from charlite.home import cache_dir, ensure_dir
 from charlite.spec import ModelSpec, parse_spec
 
@@ -54,14 +55,6 @@ class Base:
                 if key in data:
                     info[key] = data[key]
         return info
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_fingerprint(folder: Path) -> str:

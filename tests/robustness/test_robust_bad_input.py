@@ -374,7 +374,7 @@ def _fake_export(home: Path, adapter: Path, base: Path) -> Path:
 
 @pytest.mark.parametrize("kind", ["other-shapes", "other-arch", "truncated"])
 def test_adapter_for_another_base(tmp_path, embedded_path, charlite_home, kind):
-    from charlite.testing import write_random_adapter
+    from helpers_models import write_random_adapter
 
     if kind == "truncated":
         adapter = write_random_adapter(embedded_path, tmp_path / "a.gguf", seed=3)
@@ -397,7 +397,7 @@ def _adapter_for(base: Path, out: Path) -> Path:
     import gguf
     import numpy as np
 
-    from charlite.gguf_check import check_gguf
+    from charlite.gguf import check_gguf
 
     writer = gguf.GGUFWriter(str(out), check_gguf(base).architecture)
     writer.add_type(gguf.GGUFType.ADAPTER)

@@ -271,7 +271,7 @@ def _stderr_lines(proc: subprocess.Popen, lines: list[str]) -> threading.Thread:
 
 def _check_exports(home: Path) -> None:
     """Under a final name there is only a complete export: every file the manifest lists."""
-    from charlite.gguf_check import check_gguf
+    from charlite.gguf import check_gguf
 
     exports = home / "characters" / "beethoven" / "exports"
     if not exports.exists():
@@ -302,7 +302,7 @@ EXPORTS = [
 
 @pytest.mark.parametrize(("seed", "phase", "flags"), EXPORTS)
 def test_export_killed_while_writing(charlite_home, embedded_path, tmp_path, seed, phase, flags):
-    from test_export_helpers import random_adapter, write_run
+    from helpers_export import random_adapter, write_run
 
     rng = random.Random(seed)
     adapter = random_adapter(tmp_path / "adapter", seed=seed)

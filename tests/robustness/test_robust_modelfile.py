@@ -248,7 +248,7 @@ def test_modelfile_command_on_a_hostile_user_profile(charlite_home, tmp_path, te
 
 
 def _reload(path):
-    from charlite.profile import load_profile
+    from charlite.characters import load_profile
 
     return load_profile(path)
 

@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from charlite import cards
+from charlite.characters import load_profile
 from charlite.errors import CharliteError
 from charlite.files import JsonlWriter, read_jsonl, repair_jsonl
-from charlite.profile import dump_markdown, load_profile, parse_markdown, parse_wiki_txt
+from charlite.profile import dump_markdown, parse_markdown, parse_wiki_txt
 from charlite.roleplay import Turn, parse_reply, render_reply
 
 OPTS = {"deadline": None, "suppress_health_check": list(HealthCheck)}

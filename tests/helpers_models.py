@@ -1,4 +1,4 @@
-"""Helpers for tests and benchmarks (not used by the commands)."""
+"""Helpers for tests and benchmarks (not part of the installed package)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def write_random_adapter(base, out, seed: int = 0, rank: int = 4, scale: float =
     import gguf
     import numpy as np
 
-    from charlite.gguf_check import check_gguf, tensor_shapes
+    from charlite.gguf import check_gguf, tensor_shapes
 
     arch = check_gguf(base).architecture
     shapes = tensor_shapes(base)

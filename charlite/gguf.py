@@ -1,0 +1,270 @@
+"""GGUF files: the one header reader, the checks before llama.cpp opens a file, the file hash.
+
+llama.cpp aborts the whole process on some malformed files. :func:`check_gguf` reads the
+header and the tensor table (:func:`read_gguf_header`, without touching tensor data) and checks
+that every tensor lies inside the file; :func:`check_adapter_matches_base` checks that a LoRA
+adapter's architecture and tensor shapes fit its base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from charlite.errors import CharliteError, ExportError, ModelError
+
+GGUF_MAGIC = b"GGUF"
+
+
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_STRING, _ARRAY = 8, 9
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    """Key-values and tensor table of a GGUF file, read without touching tensor data."""
+
+    kv: dict[str, Any]
+    tensors: dict[str, tuple[tuple[int, ...], int]]
+    """name -> (shape in GGUF order, ggml type)."""
+
+
+def read_gguf_header(path: Path, arrays: tuple[str, ...] = ()) -> GGUFHeader:
+    """A fast GGUF header reader: arrays are skipped unless named in ``arrays``.
+
+    (``gguf.GGUFReader`` builds an object per vocabulary entry, which takes seconds.)
+    """
+    path = Path(path)
+    st = path.stat()
+    return _read_header(str(path.resolve()), st.st_size, st.st_mtime_ns, tuple(sorted(arrays)))
+
+
+HEADER_READ_LIMIT = 64 * 1024 * 1024
+_FIRST_READ = 4 * 1024 * 1024
+
+
+class _ShortHeader(ExportError):
+    """The bytes read so far end inside the header: read more, up to the limit."""
+
+
+@lru_cache(maxsize=16)
+def _read_header(path: str, size: int, mtime_ns: int, arrays: tuple[str, ...]) -> GGUFHeader:
+    # Headers are a few MB; read 4 MB first and more only when the header runs past it,
+    # so opening a model does not read 64 MB of tensor data on every start.
+    want = min(size, _FIRST_READ)
+    while True:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(want)
+        except OSError as exc:
+            raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            return _parse_header(path, size, data, arrays)
+        except _ShortHeader:
+            limit = min(size, HEADER_READ_LIMIT)
+            if want >= limit:
+                raise ExportError(f"{path} is not a valid GGUF file (header cut short)") from None
+            want = min(limit, want * 4)
+
+
+def _parse_header(path: str, size: int, data: bytes, arrays: tuple[str, ...]) -> GGUFHeader:
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        n = struct.calcsize(fmt)
+        if pos + n > len(data):
+            raise _ShortHeader(f"{path} is not a valid GGUF file (header cut short)")
+        (value,) = struct.unpack_from(fmt, data, pos)
+        pos += n
+        return value
+
+    def string() -> str:
+        nonlocal pos
+        n = take("<Q")
+        raw = data[pos : pos + n]
+        pos += n
+        return raw.decode("utf-8", errors="replace")
+
+    def value(kind: int, keep: bool):
+        nonlocal pos
+        if kind in _SCALARS:
+            return take(_SCALARS[kind])
+        if kind == _STRING:
+            return string()
+        if kind != _ARRAY:
+            raise ExportError(f"{path} is not a valid GGUF file (value type {kind})")
+        sub, count = take("<I"), take("<Q")
+        if keep:
+            return [value(sub, True) for _ in range(count)]
+        if sub in _SCALARS:
+            pos += struct.calcsize(_SCALARS[sub]) * count
+        elif sub == _STRING:
+            for _ in range(count):
+                n = take("<Q")  # read before adding: ``pos += take()`` would use the old pos
+                pos += n
+        else:
+            for _ in range(count):
+                value(sub, False)
+        return None
+
+    if data[:4] != b"GGUF":
+        raise ExportError(f"{path} is not a GGUF file")
+    pos = 4
+    take("<I")
+    n_tensors, n_kv = take("<Q"), take("<Q")
+    kv: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = string()
+        kind = take("<I")
+        got = value(kind, key in arrays or kind != _ARRAY)
+        if got is not None:
+            kv[key] = got
+    tensors = {}
+    extents = []
+    for _ in range(n_tensors):
+        name = string()
+        dims = tuple(take("<Q") for _ in range(take("<I")))
+        kind = take("<I")
+        tensors[name] = (dims, kind)
+        extents.append((take("<Q"), dims, kind))
+    align = int(kv.get("general.alignment") or 32)
+    start = -(-pos // align) * align
+    end = start
+    try:
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        for offset, dims, kind in extents:
+            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+            n = 1
+            for d in dims:
+                n *= d
+            end = max(end, start + offset + n // block * type_size)
+    except (KeyError, ValueError):
+        raise ExportError(f"{path} is not a valid GGUF file (unknown tensor type)") from None
+    if end > size:
+        raise ExportError(
+            f"{path} is not a valid GGUF file (truncated: needs {end} bytes, has {size})"
+        )
+    return GGUFHeader(kv, tensors)
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    path: str
+    architecture: str | None
+    file_type: str  # "model" or "adapter"
+    n_tensors: int
+    kv: dict
+
+    def get(self, key: str, default=None):
+        return self.kv.get(key, default)
+
+
+def check_gguf(path: Path | str) -> GGUFInfo:
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ModelError(f"model file {path} does not exist", hint="check the path") from None
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder, not a GGUF file")
+    return _check(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _check(path: str, size: int, mtime_ns: int) -> GGUFInfo:
+    bad = f"{path} is not a valid GGUF file"
+    hint = "re-download or re-export it"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(head) < 8 or head[:4] != GGUF_MAGIC:
+        raise ModelError(f"{bad} (no GGUF header)", hint=hint)
+    version = int.from_bytes(head[4:8], "little")
+    if version not in (2, 3):
+        raise ModelError(f"{bad} (unsupported GGUF version {version})", hint=hint)
+    try:
+        header = read_gguf_header(Path(path))
+    except CharliteError as exc:
+        raise ModelError(exc.message, hint=hint) from None
+    except Exception as exc:  # any other malformation of the header
+        raise ModelError(f"{bad} ({type(exc).__name__})", hint=hint) from None
+    kv = header.kv
+    arch = kv.get("general.architecture")
+    ftype = kv.get("general.type") or "model"
+    return GGUFInfo(path, arch, ftype, len(header.tensors), kv)
+
+
+def file_sha256(path: Path | str, limit: int | None = None) -> str:
+    """SHA-256 of a file (of its first ``limit`` bytes and its size when given: a fast identity)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if limit is None:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        else:
+            h.update(fh.read(limit))
+            h.update(str(os.fstat(fh.fileno()).st_size).encode())
+    return h.hexdigest()
+
+
+def tensor_shapes(path: Path | str) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> GGUF dims (ne0 first) of a file that passes :func:`check_gguf`."""
+    info = check_gguf(path)
+    return {
+        name: tuple(int(d) for d in dims)
+        for name, (dims, _) in read_gguf_header(Path(info.path)).tensors.items()
+    }
+
+
+def check_adapter_matches_base(adapter: Path | str, base: Path | str) -> None:
+    """Refuse a GGUF LoRA whose tensors do not fit ``base``, before llama.cpp sees it.
+
+    llama.cpp would abort the process (or silently misbehave) on an adapter made for another
+    base; here every ``X.weight.lora_a/b`` pair is checked against ``X.weight``.
+    """
+    a_info, b_info = check_gguf(adapter), check_gguf(base)
+    if a_info.file_type != "adapter":
+        raise ModelError(f"{adapter} is not a LoRA adapter GGUF")
+    if a_info.architecture != b_info.architecture:
+        raise ModelError(
+            f"adapter {adapter} is for a {a_info.architecture} model, not {b_info.architecture}",
+            hint="export the adapter from a run trained on this base",
+        )
+    ash, bsh = tensor_shapes(adapter), tensor_shapes(base)
+    hint = "it was made for another base; export it from a run trained on this base"
+    pairs = [n[: -len(".lora_a")] for n in ash if n.endswith(".lora_a")]
+    if not pairs:
+        raise ModelError(f"adapter {Path(adapter).name} has no LoRA tensors")
+    for name in pairs:
+        a, b, w = ash.get(name + ".lora_a"), ash.get(name + ".lora_b"), bsh.get(name)
+        if b is None or w is None or len(a) != 2 or len(b) != 2 or len(w) != 2:
+            raise ModelError(
+                f"adapter {Path(adapter).name} does not fit {Path(base).name} ({name})", hint=hint
+            )
+        if a[0] != w[0] or b[1] != w[1] or a[1] != b[0]:
+            raise ModelError(
+                f"adapter {Path(adapter).name} does not fit {Path(base).name}: {name} is "
+                f"{b[1]}x{a[0]} in the adapter, {w[1]}x{w[0]} in the model",
+                hint=hint,
+            )
