@@ -6,8 +6,6 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
 
 from charlite.cli import cli
 from charlite.errors import ExportError
@@ -246,15 +244,6 @@ def test_hostile_profile_text_cannot_inject(hostile):
     )
     _check_safe(profile, prompted=False)
     _check_safe(profile, prompted=True)
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(status=st.text(min_size=1, max_size=120), license=st.text(min_size=1, max_size=60))
-def test_any_text_stays_inside_its_block(status, license):
-    assume(ZWSP not in status + license and clean_text(license).strip())
-    _check_safe(
-        _profile(scene=Scene(location="Here", status=status), license=license), prompted=False
-    )
 
 
 @pytest.mark.parametrize("base", ["x\nADAPTER y", 'model"name', "a\rb", ""])

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from charlite import characters, roleplay
 from charlite.profile import Scene
 from charlite.roleplay import (
-    ReplyPart,
     Turn,
     character_llm_output,
     character_llm_prompt,
@@ -317,7 +316,3 @@ def test_parse_character_llm_output_from_the_paper():
 
 def test_parse_character_llm_prompt_partial():
     assert parse_character_llm_prompt("nothing here") == (None, None, None)
-
-
-def test_reply_part_dataclass():
-    assert ReplyPart("speaking", "x") == ReplyPart("speaking", "x")
