@@ -9,7 +9,11 @@ Layout::
     characters/SLUG/data/DATASET/         scenes.jsonl, experiences.jsonl, protective.jsonl, manifest.json
     characters/SLUG/runs/RUN/             adapter, manifest.json, metrics.jsonl
     characters/SLUG/exports/RUN/          SLUG-lora.gguf, SLUG-Q4_K_M.gguf, Modelfile
+    characters/SLUG/interviews/           STAMP-MODE.json: interview results (charlite interview)
+    eval/DIGEST/                          scores.jsonl: judgements without --report (charlite eval)
     cache/bases/HASH/                     prepared training bases
+    cache/gguf/KEY/                       base-F16.gguf: a Hugging Face base converted for export
+    cache/persona/KEY.state               evaluated system prompts, restored to skip re-evaluation
     history.sqlite                        chat sessions and turns
 """
 
