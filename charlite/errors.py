@@ -31,12 +31,21 @@ class ProfileError(CharliteError):
     """A profile that cannot be read or does not validate."""
 
 
+class RequestError(CharliteError):
+    """One request to a model failed, whatever the transport: the caller may count it as one
+    failed attempt and go on (the data generator does)."""
+
+
 class ModelError(CharliteError):
     """A model that is missing, corrupt or cannot be loaded."""
 
 
-class BackendError(CharliteError):
+class BackendError(RequestError):
     """A model server that cannot be reached or answered badly."""
+
+
+class PromptTooLongError(ModelError, RequestError):
+    """A prompt longer than the model's context (llama.cpp says so before generating)."""
 
 
 class SpecError(CharliteError):

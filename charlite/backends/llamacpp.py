@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from charlite.backends.base import DEFAULT_CTX, Backend, Completion, Delta, GenParams, Messages
-from charlite.errors import ModelError
+from charlite.errors import ModelError, PromptTooLongError
 from charlite.gguf import check_adapter_matches_base, check_gguf
 from charlite.spec import ModelSpec
 
@@ -382,7 +382,7 @@ def _too_long_is_model_error(n_ctx: int) -> Iterator[None]:
         yield
     except ValueError as exc:
         if "exceed context window" in str(exc) or "context window" in str(exc):
-            raise ModelError(
+            raise PromptTooLongError(
                 f"the prompt is longer than the model's context ({n_ctx} tokens)",
                 hint="send a shorter message",
             ) from None

@@ -36,7 +36,14 @@ from charlite.backends import get_backend
 from charlite.backends.base import DEFAULT_CTX, Backend, GenParams
 from charlite.backends.llamacpp import load_llama
 from charlite.backends.openai_compat import _completion
-from charlite.errors import BackendError, CharliteError, DataError, InterruptedByUser
+from charlite.errors import (
+    BackendError,
+    CharliteError,
+    DataError,
+    InterruptedByUser,
+    PromptTooLongError,
+    RequestError,
+)
 from charlite.experience import prompts
 from charlite.experience.dataset import Dataset, now
 from charlite.experience.schemas import (
@@ -564,7 +571,11 @@ class Generator:
                 return Outcome(task, record.model_dump(mode="json"), failures)
             except Rejected as rej:
                 failures.append(self._failure(task, attempt, rej.reason, rej.detail))
-            except BackendError as exc:
+            except PromptTooLongError as exc:
+                # the same prompt with another seed cannot fit: one failed attempt, next task
+                failures.append(self._failure(task, attempt, "prompt_too_long", str(exc)))
+                break
+            except RequestError as exc:
                 backend_error = str(exc)
                 failures.append(self._failure(task, attempt, "backend_error", backend_error))
         only_backend = all(f["reason"] == "backend_error" for f in failures)
