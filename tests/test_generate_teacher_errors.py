@@ -23,6 +23,7 @@ def small_teacher() -> LlamaCppBackend:
     return LlamaCppBackend(parse_spec("embedded"), n_ctx=SMALL_CTX)
 
 
+@pytest.mark.slow
 def test_an_over_long_prompt_is_a_request_error_of_the_llama_cpp_backend():
     backend = small_teacher()
     with pytest.raises(PromptTooLongError, match="longer than the model's context") as info:
@@ -32,6 +33,7 @@ def test_an_over_long_prompt_is_a_request_error_of_the_llama_cpp_backend():
     assert not issubclass(ModelError, RequestError)  # a model that cannot load still ends a run
 
 
+@pytest.mark.slow
 def test_generate_goes_on_when_the_llama_cpp_teacher_reports_an_over_long_prompt():
     options = GenerateOptions(paragraphs=2, scenes=1, protective=1, max_attempts=3)
     generator = Generator(get_profile("beethoven"), options, backend_factory=small_teacher)
