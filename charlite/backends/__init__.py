@@ -11,7 +11,6 @@ from pathlib import Path
 from charlite.backends.base import DEFAULT_CTX, Backend, Completion, Delta, GenParams, Messages
 from charlite.backends.llamacpp import LlamaCppBackend
 from charlite.backends.ollama import OllamaBackend
-from charlite.backends.openai_compat import OpenAIBackend
 from charlite.errors import SpecError
 from charlite.spec import ModelSpec, parse_spec
 
@@ -31,6 +30,9 @@ def get_backend(
     if spec.kind in ("embedded", "gguf"):
         return LlamaCppBackend(spec, lora=lora, n_ctx=n_ctx or DEFAULT_CTX, verbose=verbose)
     if spec.kind == "openai":
+        # imported here: httpx (some 70 modules) stays out of commands that never reach a server
+        from charlite.backends.openai_compat import OpenAIBackend
+
         return OpenAIBackend(spec)
     if spec.kind == "ollama":
         return OllamaBackend(spec)
