@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from charlite.errors import CharliteError, NotFoundError, ProfileError
-from charlite.files import create_text_exclusive, write_text_atomic
+from charlite.files import create_text_exclusive, remove_stale_temps, write_text_atomic
 from charlite.home import CharacterPaths, charlite_home, ensure_dir
 from charlite.profile import MAX_PROFILE_BYTES, Profile, dump_markdown, load_profile
 
@@ -106,10 +106,13 @@ def add_profile(path: Path, slug: str | None = None, force: bool = False) -> Pro
     # the size of what will be written, not of what was read: a card or YAML aliases can turn
     # a small file into a profile charlite would then refuse to read. Its text alone is a lower
     # bound, known before the (slow, for megabytes) YAML dump.
-    _check_written_size(path, _text_bytes(profile.model_dump(mode="json")))
+    body = sum(len(t.encode("utf-8", "surrogatepass")) for t in profile.paragraph_texts())
+    _check_written_size(path, body + _text_bytes(profile.model_dump(exclude={"paragraphs"})))
     text = dump_markdown(profile)
     _check_written_size(path, len(text.encode("utf-8")))
     # with --force a user profile shadows a bundled one; the bundled file is never touched
+    for folder in (charlite_home() / "characters").glob("*/"):
+        remove_stale_temps(folder / "profile.md")  # left by an add that was killed
     paths = CharacterPaths.of(profile.slug)
     created = not paths.root.exists()
     ensure_dir(paths.root)

@@ -422,6 +422,18 @@ def test_stale_temp_of_a_killed_add_is_removed(tmp_path, charlite_home):
     assert (folder / "profile.md").is_file()
 
 
+def test_stale_temp_of_another_character_is_removed_by_the_next_add(tmp_path, charlite_home):
+    folder = charlite_home / "characters" / "bob"
+    folder.mkdir(parents=True)
+    stale = folder / f".profile.md.tmp-{_dead_pid()}"
+    stale.write_text("half")
+    path = _write(
+        tmp_path / "ada.md", "---\nname: Ada\nera: x\nknowledge_cutoff: 1\n---\n\nText.\n"
+    )
+    assert invoke("add", str(path)).returncode == 0
+    assert not stale.exists()
+
+
 def test_stale_temp_of_a_killed_card_is_removed(tmp_path, charlite_home):
     stale = tmp_path / f".ada.png.tmp-{_dead_pid()}"
     stale.write_bytes(b"\x89PNG half")
@@ -436,6 +448,23 @@ def test_stale_temp_of_a_killed_card_is_removed(tmp_path, charlite_home):
 
 # -------------------------------------------------------------------------------------------
 # A full disk asks for space, not for moving the history aside
+
+
+def test_database_full_asks_to_free_space(tmp_path):
+    """SQLite's own "database or disk is full" (here from max_page_count, a real SQLITE_FULL)."""
+    from charlite.errors import StorageError
+    from charlite.history import History
+
+    history = History(tmp_path / "history.sqlite")
+    sid = history.new_session("beethoven", "embedded")
+    pages = history.db.execute("PRAGMA page_count").fetchone()[0]
+    history.db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StorageError) as caught:
+        history.add_turn(sid, "user", "", "x" * 100_000)
+    assert "disk is full" in str(caught.value) and "free space" in str(caught.value)
+    assert "move the file aside" not in str(caught.value)
+    history.close()
+
 
 FULL_DISK = r"""
 set -e
