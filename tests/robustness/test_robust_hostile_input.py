@@ -166,6 +166,7 @@ def _slow_profile(name: str, text: str, values: int = 8_000) -> str:
     return f"---\nname: {name}\nmetadata:\n{meta}---\n\n{text}\n"
 
 
+@pytest.mark.slow
 def test_two_adds_of_one_name_at_once(tmp_path, charlite_home):
     files = [
         _write(tmp_path / "a1.md", _slow_profile("Twin", "First.")),

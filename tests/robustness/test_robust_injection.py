@@ -190,6 +190,7 @@ def test_profile_text_yields_no_special_token(vocab):
     assert _special_ids(llm, special, prompt) == []
 
 
+@pytest.mark.slow
 def test_the_prompt_the_model_sees_has_only_the_template_turns(embedded_path, vocab):
     """Through the chat backend's own prompt: as many special tokens as a harmless profile."""
     from charlite.backends.llamacpp import LlamaCppBackend
@@ -215,3 +216,15 @@ def test_inert_text_stays_readable():
     assert inert_special_tokens(inert_special_tokens("</s>[INST]")) == inert_special_tokens(
         "</s>[INST]"
     )
+
+
+def test_teacher_prompts_carry_no_special_token(vocab, charlite_home):
+    """The prompts sent to a teacher when generating experiences hold profile text too."""
+    from charlite.experience.pipeline import GenerateOptions, Generator
+
+    llm, special = vocab
+    gen = Generator(_hostile_profile(special), GenerateOptions(scenes=1, protective=1))
+    for task in gen.scene_tasks() + gen.protective_tasks():
+        messages, _, _ = gen._messages_schema(task)
+        for m in messages:
+            assert _special_ids(llm, special, m["content"]) == [], (task.stage, m["role"])
