@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from charlite.errors import ProfileError
-from charlite.files import atomic_path, write_text_atomic
+from charlite.files import read_bytes_limited, write_output
 from charlite.profile import (
     DEFAULT_USER,
     Paragraph,
@@ -131,22 +131,15 @@ def read_card(path: Path | str) -> tuple[dict[str, Any], list[str]]:
 
 
 def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.is_dir():
-            raise ProfileError(f"{path} is a folder, not a card file")
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if size > MAX_CARD_FILE_BYTES:
-        raise ProfileError(
-            f"{path}: {_mib(size)} is over the {_mib(MAX_CARD_FILE_BYTES)} limit for a card file"
-        )
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return read_bytes_limited(
+        path,
+        max_bytes=MAX_CARD_FILE_BYTES,
+        error=ProfileError,
+        what="card file",
+        too_big=lambda size: (
+            f"{_mib(size)} is over the {_mib(MAX_CARD_FILE_BYTES)} limit for a card file"
+        ),
+    )
 
 
 def _mib(n: int) -> str:
@@ -161,6 +154,10 @@ def _parse_card_json(text: str, path: Path, where: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ProfileError(
             f"{path}: the card in {where} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    except ValueError as exc:  # an integer of thousands of digits (Python's int limit)
+        raise ProfileError(
+            f"{path}: the card in {where} holds a number charlite cannot read: {str(exc).split(';')[0]}"
         ) from None
     _check_tree(card, path)
     if not isinstance(card, dict):
@@ -880,16 +877,20 @@ def png_with_card(image: bytes, card: dict[str, Any], path: Path | str = "image"
 
 
 def write_card(
-    profile: Profile, path: Path | str, image: Path | str | None = None
+    profile: Profile, path: Path | str, image: Path | str | None = None, *, force: bool = True
 ) -> dict[str, Any]:
-    """Write ``profile`` as a ``.json`` or ``.png`` card; returns the card written."""
+    """Write ``profile`` as a ``.json`` or ``.png`` card; returns the card written.
+
+    An existing file is replaced only with ``force``; a special file (``/dev/stdout``) is
+    written into (see :func:`charlite.files.write_output`).
+    """
     path = Path(path)
     card = card_from_profile(profile)
     suffix = path.suffix.lower()
     if suffix == ".json":
         if image is not None:
             raise ProfileError("--image is for PNG cards", hint="write FILE.png, or drop --image")
-        write_text_atomic(path, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+        write_output(path, json.dumps(card, indent=2, ensure_ascii=False) + "\n", force=force)
         return card
     if suffix != ".png":
         raise ProfileError(
@@ -904,6 +905,5 @@ def write_card(
     else:
         base = portrait_png(profile.slug)
     data = png_with_card(base, card, image or "image")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    write_output(path, data, force=force)
     return card

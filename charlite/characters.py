@@ -7,6 +7,7 @@ reader chosen by its extension.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,7 +16,12 @@ from pathlib import Path
 
 from charlite import cards
 from charlite.errors import CharliteError, NotFoundError, ProfileError
-from charlite.files import read_text_file, write_text_atomic
+from charlite.files import (
+    create_text_exclusive,
+    read_text_file,
+    remove_stale_temps,
+    write_text_atomic,
+)
 from charlite.home import CharacterPaths, charlite_home, ensure_dir
 from charlite.profile import (
     MAX_PROFILE_BYTES,
@@ -138,14 +144,63 @@ def add_profile(path: Path, slug: str | None = None, force: bool = False) -> Pro
     refs = character_refs()
     existing = refs.get(profile.slug)
     if existing and not force:
-        where = "a bundled character" if existing.bundled else f"{existing.path}"
-        raise CharliteError(
-            f"a character '{profile.slug}' already exists ({where})",
-            hint="choose another name with --name SLUG, or --force to replace a user profile",
-        )
+        raise _exists(profile.slug, existing)
+    # the size of what will be written, not of what was read: a card or YAML aliases can turn
+    # a small file into a profile charlite would then refuse to read. Its text alone is a lower
+    # bound, known before the (slow, for megabytes) YAML dump.
+    body = sum(len(t.encode("utf-8", "surrogatepass")) for t in profile.paragraph_texts())
+    _check_written_size(path, body + _text_bytes(profile.model_dump(exclude={"paragraphs"})))
+    text = dump_markdown(profile)
+    _check_written_size(path, len(text.encode("utf-8")))
     # with --force a user profile shadows a bundled one; the bundled file is never touched
+    for folder in (charlite_home() / "characters").glob("*/"):
+        remove_stale_temps(folder / "profile.md")  # left by an add that was killed
     paths = CharacterPaths.of(profile.slug)
+    created = not paths.root.exists()
     ensure_dir(paths.root)
-    write_text_atomic(paths.profile, dump_markdown(profile))
+    try:
+        if force:
+            write_text_atomic(paths.profile, text)
+        else:  # linked in only if the name is still free: of two adds at once, one wins
+            create_text_exclusive(paths.profile, text)
+    except FileExistsError:
+        raise _exists(profile.slug, CharacterRef(profile.slug, paths.profile, False)) from None
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                paths.root.rmdir()  # only if still empty
+        raise
     _load_cached.cache_clear()
     return profile
+
+
+def _text_bytes(value: object) -> int:
+    """UTF-8 bytes of every string in a JSON-like tree (keys included)."""
+    total, stack = 0, [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            total += len(v.encode("utf-8", "surrogatepass"))
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return total
+
+
+def _check_written_size(path: Path, size: int) -> None:
+    if size > MAX_PROFILE_BYTES:
+        raise ProfileError(
+            f"{path}: the profile would be at least {size / 2**20:.1f} MiB, over the "
+            f"{MAX_PROFILE_BYTES // 2**20} MiB limit for a profile",
+            hint="shorten the longest fields (description, metadata) and add it again",
+        )
+
+
+def _exists(slug: str, existing: CharacterRef) -> CharliteError:
+    where = "a bundled character" if existing.bundled else f"{existing.path}"
+    return CharliteError(
+        f"a character '{slug}' already exists ({where})",
+        hint="choose another name with --name SLUG, or --force to replace a user profile",
+    )

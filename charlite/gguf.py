@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from charlite.errors import CharliteError, ExportError, ModelError
+from charlite.files import require_regular_file
 
 GGUF_MAGIC = b"GGUF"
 
@@ -184,8 +185,8 @@ def check_gguf(path: Path | str) -> GGUFInfo:
         st = path.stat()
     except FileNotFoundError:
         raise ModelError(f"model file {path} does not exist", hint="check the path") from None
-    if path.is_dir():
-        raise ModelError(f"{path} is a folder, not a GGUF file")
+    # a FIFO would block the read below (and llama.cpp's), a device never ends
+    require_regular_file(path, error=ModelError, what="GGUF file")
     return _check(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 

@@ -58,6 +58,19 @@ class TurnRow:
     created_at: float
 
 
+def _storage_error(
+    what: str, exc: sqlite3.Error, hint: str | None = "move the file aside to start a new history"
+) -> StorageError:
+    """A full disk (or one that fails to write) asks for space; a damaged file, to be moved."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or "disk is full" in str(exc):
+        return StorageError(
+            f"{what}: {exc}",
+            hint="free space on that disk (or check the disk) and try again; the history is kept",
+        )
+    return StorageError(f"{what}: {exc}", hint=hint)
+
+
 class History:
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else history_db()
@@ -69,10 +82,7 @@ class History:
             self.db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StorageError(
-                f"cannot open the chat history {self.path}: {exc}",
-                hint="move the file aside to start a new history",
-            ) from None
+            raise _storage_error(f"cannot open the chat history {self.path}", exc) from None
 
     def _migrate(self) -> None:
         self.db.execute(
@@ -96,6 +106,12 @@ class History:
                 self.db.execute("ROLLBACK")
                 raise
 
+    def _write(self, sql: str, args: tuple) -> None:
+        try:
+            self.db.execute(sql, args)
+        except sqlite3.OperationalError as exc:  # a full disk, a locked or read-only file
+            raise _storage_error(f"cannot write the chat history {self.path}", exc, None) from None
+
     def migrations(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT name FROM _migrations ORDER BY name")]
 
@@ -103,7 +119,7 @@ class History:
         self, character: str, model: str, location: str | None = None, status: str | None = None
     ) -> str:
         sid = secrets.token_hex(4)
-        self.db.execute(
+        self._write(
             "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
             (sid, character, model, location, status, time.time()),
         )
@@ -126,12 +142,12 @@ class History:
         return [SessionRow(*r) for r in self.db.execute(sql + " ORDER BY created_at", args)]
 
     def set_scene(self, sid: str, location: str, status: str) -> None:
-        self.db.execute(
+        self._write(
             "UPDATE sessions SET location = ?, status = ? WHERE id = ?", (location, status, sid)
         )
 
     def add_turn(self, sid: str, role: str, speaker: str, content: str) -> None:
-        self.db.execute(
+        self._write(
             "INSERT INTO turns (session_id, role, speaker, content, created_at) VALUES (?, ?, ?, ?, ?)",
             (sid, role, speaker, content, time.time()),
         )

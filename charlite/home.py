@@ -26,7 +26,8 @@ from pathlib import Path
 
 from charlite.errors import CharliteError, StorageError
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$", re.IGNORECASE)
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}", re.IGNORECASE)
+"""A whole name (use ``fullmatch``: ``$`` would also match before a final newline)."""
 
 
 def charlite_home() -> Path:
@@ -44,8 +45,10 @@ def check_name(name: str, what: str = "name") -> str:
 
     >>> check_name("beethoven")
     'beethoven'
+    >>> bool(NAME_RE.fullmatch("beethoven\\n"))
+    False
     """
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
         raise CharliteError(
             f"invalid {what} {name!r}",
             hint="use letters, digits, '-', '_' or '.', starting with a letter or digit",

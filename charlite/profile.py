@@ -13,6 +13,7 @@ Character Cards are read by :mod:`charlite.cards` into the same model;
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import re
@@ -29,7 +30,8 @@ MAX_FRONT_MATTER_DEPTH = 128
 """Deeper nesting is refused (pydantic cannot serialise past ~255 levels)."""
 MAX_FRONT_MATTER_VALUES = 500_000
 """YAML aliases can make a small file a huge tree ("billion laughs"): count values as expanded."""
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+"""A whole slug (``fullmatch``: ``$`` would also match before a final newline)."""
 DEFAULT_USER = "Visitor"
 """The name of the one a character talks to when none is given: a chat user's lines that come
 back from stored messages without a name, ``{{user}}`` in a Character Card."""
@@ -93,7 +95,7 @@ class Profile(BaseModel):
     @field_validator("slug")
     @classmethod
     def _slug(cls, v: str) -> str:
-        if not SLUG_RE.match(v):
+        if not SLUG_RE.fullmatch(v):
             raise ValueError("must be lowercase letters, digits and '-' (e.g. 'beethoven')")
         return v
 
@@ -181,10 +183,16 @@ def build_profile(data: dict[str, Any], path: Path, **extra: Any) -> Profile:
         raise ProfileError(_validation_message(path, exc)) from None
 
 
+_PLAIN_YAML = (str, int, float, bool, type(None), datetime.date)
+"""Scalar types a profile keeps (YAML timestamps read as dates are written back as text)."""
+
+
 def _check_front_matter(meta: dict[str, Any], path: Path) -> None:
-    """Refuse front matter nested too deep or with too many values (aliases counted expanded)."""
+    """Refuse front matter nested too deep, with too many values or too much text (aliases
+    counted expanded), or with values that cannot be written back as text (``!!binary``)."""
     stack: list[tuple[Any, int]] = [(meta, 1)]
     count = 0
+    chars = 0
     while stack:
         value, depth = stack.pop()
         count += 1
@@ -199,8 +207,27 @@ def _check_front_matter(meta: dict[str, Any], path: Path) -> None:
             )
         if isinstance(value, dict):
             stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
+            for key in value:
+                if not isinstance(key, _PLAIN_YAML):
+                    stack.append((key, depth + 1))  # refused below
+                elif isinstance(key, str):
+                    chars += len(key)
+        elif isinstance(value, (list, tuple, set)):
             stack.extend((v, depth + 1) for v in value)
+        elif not isinstance(value, _PLAIN_YAML):
+            kind = "binary data (!!binary)" if isinstance(value, bytes) else type(value).__name__
+            raise ProfileError(
+                f"{path}: the front matter holds {kind}, which a profile cannot keep",
+                hint="use text, numbers, lists and mappings",
+            )
+        elif isinstance(value, str):
+            chars += len(value)
+            if chars > MAX_PROFILE_BYTES:
+                raise ProfileError(
+                    f"{path}: the front matter expands to more than "
+                    f"{MAX_PROFILE_BYTES // 1024 // 1024} MiB of text",
+                    hint="YAML aliases (*name) repeat whole trees; write the values out",
+                )
 
 
 def parse_markdown(text: str, path: Path) -> Profile:
@@ -219,6 +246,12 @@ def parse_markdown(text: str, path: Path) -> Profile:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 2}" if mark else ""
             raise ProfileError(f"{path}: front matter is not valid YAML{where}") from None
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            # e.g. an integer of thousands of digits (Python's int limit), a bad !!timestamp
+            why = str(exc).split(";")[0]
+            raise ProfileError(
+                f"{path}: front matter holds a value charlite cannot read: {why}"
+            ) from None
         if not isinstance(meta, dict):
             raise ProfileError(f"{path}: front matter must be a mapping of fields")
         _check_front_matter(meta, path)

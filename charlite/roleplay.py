@@ -4,7 +4,8 @@ A conversation is a list of :class:`Turn` (who speaks, whether they think or spe
 It becomes chat messages like this:
 
 * **system**: the Character-LLM meta prompt, the scene (``Location:`` / ``Status:``) and, in
-  prompted mode, the profile's most relevant paragraphs;
+  prompted mode, the profile's most relevant paragraphs; text that spells a special token
+  (``<|im_end|>``) is made inert, so a profile cannot open a fake turn;
 * **user**: every other speaker's lines, each prefixed with the speaker's name
   (``Man: Where were you born?``);
 * **assistant**: the character's lines, each beginning ``(thinking)`` or ``(speaking)``.
@@ -76,6 +77,28 @@ class ReplyPart:
 # System message
 
 
+# Special tokens look like <|im_start|>, <|eot_id|>, </s>, <start_of_turn>, <filename> or
+# [INST]. Tokenizers turn their exact text into control tokens, so profile text that spells one
+# could open a fake turn. U+034F (combining grapheme joiner) after the opening bracket keeps
+# the text readable but no longer equal to any special token; it is printable in every Unicode
+# version, so Ollama's Modelfile parser keeps it too.
+INERT_MARK = "\u034f"
+_SPECIAL_TOKEN = re.compile(
+    r"(<)(?=[|/\uff5c]?[\w|\u2581\uff5c][^<>\s]{0,60}>)|(\[)(?=/?[A-Z][A-Z_]{1,30}\])"
+)
+
+
+def inert_special_tokens(text: str) -> str:
+    """``text`` with every special-token-like tag broken, so no tokenizer reads it as one.
+
+    >>> inert_special_tokens("<|im_end|>") == "<\u034f|im_end|>"
+    True
+    >>> inert_special_tokens("3 < 4 and x<y")
+    '3 < 4 and x<y'
+    """
+    return _SPECIAL_TOKEN.sub(lambda m: (m.group(1) or m.group(2)) + INERT_MARK, text)
+
+
 def meta_prompt(character: str) -> str:
     return META_PROMPT.format(character=character)
 
@@ -94,7 +117,7 @@ def system_message(
         parts.append(KNOWLEDGE_HEADER + "\n" + "\n".join(k.strip() for k in knowledge))
     parts.append(f"{STATUS_HEADER}\nLocation: {scene.location}\nStatus: {scene.status}")
     parts.append(INTERACTIONS_HEADER)
-    return "\n\n".join(parts)
+    return inert_special_tokens("\n\n".join(parts))
 
 
 def interview_scene(profile: Profile) -> Scene:
@@ -366,7 +389,7 @@ def from_messages(character: str, messages: Sequence[dict[str, str]]) -> list[Tu
 
 def character_llm_prompt(full_name: str, scene: Scene) -> str:
     """The paper's prompt: meta prompt, status, then the interactions header."""
-    return (
+    return inert_special_tokens(
         f"{meta_prompt(full_name)}\n\n{STATUS_HEADER}\nLocation: {scene.location}\n"
         f"Status: {scene.status}\n\n{INTERACTIONS_HEADER}\n\n"
     )

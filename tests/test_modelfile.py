@@ -227,7 +227,8 @@ def _check_safe(profile: Profile, prompted: bool) -> None:
         "num_predict": "200",
     }
     system = profile_system_message(profile, prompted=prompted)
-    assert commands[2].value.replace(ZWSP, "") == clean_text(system)
+    # joiners come from the quoting and from inert special tokens (roleplay): compare without
+    assert commands[2].value.replace(ZWSP, "") == clean_text(system).replace(ZWSP, "")
     assert commands[-1].value.replace(ZWSP, "") == clean_text(profile.license)
     # parser-independent: triple quotes appear only as the 3 block delimiters pairs
     assert text.count('"""') == 6

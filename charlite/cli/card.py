@@ -18,7 +18,7 @@ from charlite.errors import CharliteError
     help="FILE.json for a JSON card, FILE.png for a PNG card.",
 )  # fmt: skip
 @click.option(
-    "--image", type=click.Path(path_type=Path, dir_okay=False),
+    "--image", type=click.Path(path_type=Path, dir_okay=False, readable=False),
     help="A PNG picture to carry the card (default: a generated portrait).",
 )  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
@@ -27,9 +27,9 @@ def card(name: str, output: Path, image: Path | None, force: bool) -> None:
     from charlite.cards import write_card
 
     profile = registry.get_profile(name)
-    if output.exists() and not force:
+    if output.is_file() and not force:  # before the work; write_card checks again as it writes
         raise CharliteError(f"{output} already exists", hint="pass --force to replace it")
-    written = write_card(profile, output, image)
+    written = write_card(profile, output, image, force=force)
     data = written["data"]
     book = data.get("character_book") or {}
     lore = f", lorebook of {len(book.get('entries') or [])} entries" if book else ""

@@ -84,7 +84,7 @@ def show(name: str) -> None:
 
 
 @click.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path, readable=False))
 @click.option("--name", "slug", help="The slug to save it under (default: from its name).")
 @click.option("--force", is_flag=True, help="Replace a user profile with the same slug.")
 def add(path: Path, slug: str | None, force: bool) -> None:

@@ -107,6 +107,7 @@ def _n(count: int, word: str) -> str:
     show_default=True,
     help="The dataset to export.",
 )
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @click.option(
     "--stage",
     type=click.Choice(["all", "experiences", "protective"]),
@@ -114,12 +115,15 @@ def _n(count: int, word: str) -> str:
     show_default=True,
     help="Which experiences to export.",
 )
-def export(name: str, fmt: str, output: Path | None, dataset: str, stage: str) -> None:
+def export(name: str, fmt: str, output: Path | None, dataset: str, force: bool, stage: str) -> None:
     """Export experiences as ShareGPT, chat messages or Character-LLM prompted SFT."""
+    from charlite.errors import StorageError
     from charlite.experience.formats import dumps_records, export_records
-    from charlite.files import write_text_atomic
+    from charlite.files import write_output
 
     profile, ds = _load(name, dataset)
+    if output is not None and output.is_file() and not force:  # before the work
+        raise StorageError(f"{output} already exists", hint="pass --force to replace it")
     ds.require()
     stages = ("experiences", "protective") if stage == "all" else (stage,)
     records = export_records(profile, ds, fmt, stages)
@@ -128,13 +132,13 @@ def export(name: str, fmt: str, output: Path | None, dataset: str, stage: str) -
     if output is None:
         sys.stdout.write(text)
         return
-    write_text_atomic(output, text)
+    write_output(output, text, force=force)
     click.echo(f"wrote {len(records)} {fmt} records to {output}", err=True)
 
 
 @data.command(name="import")
 @click.argument("name", shell_complete=complete_character)
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path, readable=False))
 @click.option(
     "--dataset",
     shell_complete=complete_dataset,

@@ -96,14 +96,18 @@ def export(name, run_id, quant, adapter_only, to_ollama):
     metavar="TAG",
     help="An Ollama base model tag (default: the embedded GGUF file).",
 )
-def modelfile(name, output, from_tag):
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+def modelfile(name, output, from_tag, force):
     """Print or write an Ollama Modelfile for a character in prompted mode (no training)."""
     from charlite import characters
+    from charlite.errors import StorageError
     from charlite.export.modelfile import character_modelfile, gguf_chat_format, tag_chat_format
-    from charlite.files import write_text_atomic
+    from charlite.files import write_output
     from charlite.spec import embedded_model_path
 
     profile = characters.get_profile(name)
+    if output is not None and output.is_file() and not force:  # before the work
+        raise StorageError(f"{output} already exists", hint="pass --force to replace it")
     if from_tag:
         base, fmt = from_tag.strip(), tag_chat_format(from_tag.strip())
     else:
@@ -113,5 +117,5 @@ def modelfile(name, output, from_tag):
     if output is None:
         click.echo(text, nl=False)
         return
-    write_text_atomic(output, text)
-    click.echo(f"wrote {output}")
+    write_output(output, text, force=force)
+    click.echo(f"wrote {output}", err=not output.is_file())  # not into /dev/stdout

@@ -180,11 +180,13 @@ def _read_items(path: Path) -> list[Item]:
             json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        except ValueError as exc:  # an integer of thousands of digits (Python's int limit)
+            raise DataError(f"{path}: not valid JSON: {str(exc).split(';')[0]}") from None
         return list(_array_items(text, len(text) - len(stripped)))
     if stripped.startswith("{"):
         try:
             whole = json.loads(text)
-        except json.JSONDecodeError:
+        except ValueError:  # JSONDecodeError, or an integer over Python's digit limit
             whole = None
         if isinstance(whole, dict):
             if isinstance(whole.get("data"), list):
@@ -198,6 +200,8 @@ def _read_items(path: Path) -> list[Item]:
             items.append(Item(f"line {n}", json.loads(line)))
         except json.JSONDecodeError as exc:
             items.append(Item(f"line {n}", _Bad(f"not valid JSON ({exc.msg})")))
+        except ValueError as exc:  # an integer over Python's digit limit
+            items.append(Item(f"line {n}", _Bad(f"not valid JSON ({str(exc).split(';')[0]})")))
     return items
 
 

@@ -525,15 +525,17 @@ class Generator:
         p, who = self.profile, self.profile.short_name
         if task.stage == "scenes":
             assert task.paragraph_id is not None
-            msgs = prompts.scene_messages(p, task.paragraph_id, task.index, self.options.scenes)
+            msgs = _inert(
+                prompts.scene_messages(p, task.paragraph_id, task.index, self.options.scenes)
+            )
             return msgs, teacher_schema_for(TeacherScene, who), TeacherScene
         if task.stage == "experiences":
             assert task.scene is not None
             others = list(task.scene.people) or [roleplay.DEFAULT_USER]
-            msgs = prompts.experience_messages(p, task.scene, others)
+            msgs = _inert(prompts.experience_messages(p, task.scene, others))
             return msgs, teacher_schema_for(TeacherExperience, who, others), TeacherExperience
         others = [prompts.visitor(task.index)]
-        msgs = prompts.protective_messages(p, task.index)
+        msgs = _inert(prompts.protective_messages(p, task.index))
         return msgs, teacher_schema_for(TeacherProtective, who, others), TeacherProtective
 
     def _build(self, task: Task, reply: BaseModel) -> SceneRecord | Experience:
@@ -804,3 +806,9 @@ def generate(
 def records_per_minute(result: GenerateResult) -> float:
     new = sum(result.new.values())
     return new / (result.seconds / 60) if result.seconds > 0 else math.inf
+
+
+def _inert(messages: list[dict]) -> list[dict]:
+    """Profile text spelling a special token (``<|im_end|>``) cannot open a turn in the
+    teacher's prompt either (:func:`charlite.roleplay.inert_special_tokens`)."""
+    return [{**m, "content": roleplay.inert_special_tokens(m["content"])} for m in messages]

@@ -2,9 +2,12 @@ r"""Ollama Modelfiles for characters, written so that profile text can never add
 
 A Modelfile is a list of instructions (``FROM``, ``ADAPTER``, ``TEMPLATE``, ``SYSTEM``,
 ``PARAMETER name value``, ``LICENSE``). Text that comes from a profile (the system message,
-the license) is always written inside a triple-quoted block; a run of three quotes inside it,
-or a quote at either end, is broken with U+034F (an invisible mark Ollama keeps) so the block
-cannot be closed early; characters Ollama's parser drops are removed first. Single-line values
+the license) is always written inside a triple-quoted block, with U+034F (an invisible mark
+Ollama keeps) after every quote, so no two quotes of it ever touch and the block cannot be
+closed early; characters Ollama's parser drops are removed first. Breaking only runs of three
+is not enough: Ollama drops what its Go Unicode tables call unprintable, and a character that
+Python's newer tables keep (U+2EBF0 before Go 1.26) between quotes would vanish and re-form
+the run. U+034F is in every Unicode version since 3.2, so no table drops it. Single-line values
 (paths, tags, stop strings) with a newline or a quote are refused. Every rendered Modelfile is
 parsed back with :func:`parse_modelfile` (Ollama's rules) and must give exactly the instructions
 intended, or rendering fails.
@@ -126,9 +129,18 @@ def _printable(c: str) -> str:
 
 
 def quote_block(value: str) -> str:
-    """``value`` as a triple-quoted block that nothing inside it can close early."""
-    v = clean_text(value)
-    v = _QUOTE_RUN.sub(lambda m: ZWSP.join(m.group(0)), v)
+    """``value`` (text from a profile) as a triple-quoted block that nothing inside it can close
+    early, whatever characters a parser drops: every quote is followed by U+034F."""
+    v = clean_text(value).replace('"', '"' + ZWSP)
+    if v.startswith('"'):
+        v = ZWSP + v
+    return f'"""{v}"""'
+
+
+def quote_template(value: str) -> str:
+    """charlite's own ``TEMPLATE`` (ASCII, no profile text) as a block: quotes in it are Go
+    template syntax and must stay as they are, so only runs of three are broken."""
+    v = _QUOTE_RUN.sub(lambda m: ZWSP.join(m.group(0)), clean_text(value))
     if v.startswith('"'):
         v = ZWSP + v
     if v.endswith('"'):
@@ -181,7 +193,7 @@ class Modelfile:
         if self.adapter:
             out.append(Command("adapter", self.adapter))
         if self.template is not None:
-            out.append(Command("template", self.template))
+            out.append(Command("template", quote_template(self.template)[3:-3]))
         if self.system is not None:
             out.append(Command("system", _escaped(self.system)))
         out.extend(Command("parameter", v, k) for k, v in self.parameters)
@@ -195,7 +207,7 @@ class Modelfile:
         if self.adapter:
             lines.append(f"ADAPTER {quote_word(self.adapter, 'ADAPTER')}")
         if self.template is not None:
-            lines.append(f"TEMPLATE {quote_block(self.template)}")
+            lines.append(f"TEMPLATE {quote_template(self.template)}")
         if self.system is not None:
             lines.append(f"SYSTEM {quote_block(self.system)}")
         for key, value in self.parameters:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from charlite.errors import TrainingError
+from charlite.files import require_regular_file
 
 Engine = Literal["auto", "unsloth", "peft"]
 Device = Literal["cpu", "cuda", "mps"]
@@ -173,6 +174,8 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
+    if path.exists():  # a FIFO would block the read, a device never ends
+        require_regular_file(path, error=TrainingError, what="config file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

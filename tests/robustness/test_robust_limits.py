@@ -73,10 +73,19 @@ def _profile_of_size(path, size: int) -> None:
 
 
 def test_profile_at_the_limit_is_read_and_one_byte_more_is_not(tmp_path, charlite_home):
+    folder = charlite_home / "characters" / "big-person"
+    folder.mkdir(parents=True)
+    _profile_of_size(folder / "profile.md", profile.MAX_PROFILE_BYTES)
+    assert invoke("show", "big-person").returncode == 0
+    # add checks what it will write (the normalised profile, not the file read): what it
+    # writes always reads back
     exact = tmp_path / "exact.md"
     _profile_of_size(exact, profile.MAX_PROFILE_BYTES)
-    out = invoke("add", str(exact))
+    out = invoke("add", str(exact), "--name", "exact")
     assert out.returncode == 0, out.output
+    written = charlite_home / "characters" / "exact" / "profile.md"
+    assert written.stat().st_size <= profile.MAX_PROFILE_BYTES
+    assert invoke("show", "exact").returncode == 0
     over = tmp_path / "over.md"
     _profile_of_size(over, profile.MAX_PROFILE_BYTES + 1)
     assert_one_error(invoke("add", str(over), "--name", "other"), "over the 5 MiB limit")
