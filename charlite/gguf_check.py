@@ -66,7 +66,28 @@ def _check(path: str, size: int, mtime_ns: int) -> GGUFInfo:
     kv = header.kv
     arch = kv.get("general.architecture")
     ftype = kv.get("general.type") or "model"
+    _check_key_types(path, header.kinds, ADAPTER_KEY_TYPES if ftype == "adapter" else {})
     return GGUFInfo(path, arch, ftype, len(header.tensors), kv)
+
+
+# Keys llama.cpp reads with a getter that aborts the process on any other type
+# (``gguf_get_val_str`` / ``gguf_get_val_f32`` in its LoRA loader): each must have exactly this
+# GGUF value type when present. A model's own keys are read with checked getters, which fail
+# with an error instead; the two general keys are checked for every file all the same.
+KEY_TYPES = {"general.architecture": "string", "general.type": "string"}
+ADAPTER_KEY_TYPES = {"adapter.type": "string", "adapter.lora.alpha": "f32"}
+
+
+def _check_key_types(path: str, kinds: dict[str, int], extra: dict[str, str]) -> None:
+    from charlite.export.ggufio import GGUF_TYPES
+
+    for key, want in {**KEY_TYPES, **extra}.items():
+        if key in kinds and GGUF_TYPES.get(kinds[key]) != want:
+            got = GGUF_TYPES.get(kinds[key], f"type {kinds[key]}")
+            raise ModelError(
+                f"{path} is not a valid GGUF file ({key} is stored as {got}, not {want})",
+                hint="re-download or re-export it",
+            )
 
 
 def file_sha256(path: Path | str, limit: int | None = None) -> str:

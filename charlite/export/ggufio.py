@@ -11,6 +11,7 @@ rotary layout llama.cpp uses; anything written beside such a base must be permut
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from dataclasses import dataclass
@@ -137,6 +138,10 @@ _SCALARS = {
     12: "<d",
 }
 _STRING, _ARRAY = 8, 9
+GGUF_TYPES = {
+    0: "u8", 1: "i8", 2: "u16", 3: "i16", 4: "u32", 5: "i32", 6: "f32", 7: "bool",
+    8: "string", 9: "array", 10: "u64", 11: "i64", 12: "f64",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,8 @@ class GGUFHeader:
     kv: dict[str, Any]
     tensors: dict[str, tuple[tuple[int, ...], int]]
     """name -> (shape in GGUF order, ggml type)."""
+    kinds: dict[str, int] = dataclasses.field(default_factory=dict)
+    """key -> GGUF value type (:data:`GGUF_TYPES` names them), arrays included."""
 
 
 def read_gguf_header(path: Path, arrays: tuple[str, ...] = ()) -> GGUFHeader:
@@ -233,9 +240,11 @@ def _parse_header(path: str, size: int, data: bytes, arrays: tuple[str, ...]) ->
     take("<I")
     n_tensors, n_kv = take("<Q"), take("<Q")
     kv: dict[str, Any] = {}
+    kinds: dict[str, int] = {}
     for _ in range(n_kv):
         key = string()
         kind = take("<I")
+        kinds[key] = kind
         got = value(kind, key in arrays or kind != _ARRAY)
         if got is not None:
             kv[key] = got
@@ -265,7 +274,7 @@ def _parse_header(path: str, size: int, data: bytes, arrays: tuple[str, ...]) ->
         raise ExportError(
             f"{path} is not a valid GGUF file (truncated: needs {end} bytes, has {size})"
         )
-    return GGUFHeader(kv, tensors)
+    return GGUFHeader(kv, tensors, kinds)
 
 
 def base_info(path: Path) -> BaseInfo:
