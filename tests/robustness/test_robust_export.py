@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import assert_one_error, fingerprint, run_cli
+from helpers import USER_PROFILE, assert_one_error, fingerprint, run_cli
 
 from charlite.cli import cli
 
@@ -200,37 +200,20 @@ def test_an_export_whose_base_rambles_passes_with_a_warning(
     smoke._base_reply.cache_clear()
     monkeypatch.setattr(smoke, "SMOKE_BUDGET", 12)
     monkeypatch.setattr(smoke, "SMOKE_LONG", 4)
+    folder = charlite_home / "characters" / "ada"  # a short profile: a short smoke prompt
+    folder.mkdir(parents=True)
+    (folder / "profile.md").write_text(USER_PROFILE, encoding="utf-8")
     adapter = random_adapter(tmp_path / "adapter", std=1e-6)
-    write_run(charlite_home, "beethoven", "r1", adapter=adapter, base_gguf=embedded_path)
-    result = CliRunner().invoke(cli, ["export", "beethoven", "--run", "r1", "--adapter-only"])
+    write_run(charlite_home, "ada", "r1", adapter=adapter, base_gguf=embedded_path)
+    result = CliRunner().invoke(cli, ["export", "ada", "--run", "r1", "--adapter-only"])
     assert result.exit_code == 0, result.output
     warnings = [ln for ln in result.stderr.splitlines() if ln.startswith("warning: smoke test of")]
     assert warnings, result.stderr
     assert "smoke test passed" in result.stdout
     manifest = json.loads(
-        (
-            charlite_home / "characters" / "beethoven" / "exports" / "r1" / "manifest.json"
-        ).read_text()
+        (charlite_home / "characters" / "ada" / "exports" / "r1" / "manifest.json").read_text()
     )
     assert manifest["smoke_ok"] is True
     (entry,) = manifest["smoke"]
     assert entry["ok"] is True and entry["problems"] == [] and entry["warnings"]
-    assert "charlite chat beethoven" in result.stdout
-
-
-@pytest.mark.slow
-def test_smoke_test_judges_a_reply_that_does_not_end_by_its_base(embedded_path):
-    from charlite.characters import get_profile
-    from charlite.export import smoke
-    from charlite.export.smoke import require_pass, smoke_test
-
-    smoke._base_reply.cache_clear()
-    profile = get_profile("beethoven")
-    # the base itself does not end within 6 tokens: the same rambling is only a warning
-    judged = smoke_test(profile, embedded_path, base=embedded_path, max_tokens=6)
-    assert judged.finish_reason == "length"
-    assert judged.ok and judged.problems == [] and "neither does the base" in judged.warnings[0]
-    assert require_pass(judged) is judged
-    # with nothing to compare with, a reply that does not end is a failure
-    alone = smoke_test(profile, embedded_path, max_tokens=6)
-    assert not alone.ok and "did not stop by itself" in alone.problems[0]
+    assert "charlite chat ada" in result.stdout
