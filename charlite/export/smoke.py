@@ -33,7 +33,7 @@ SMOKE_LONG = 256
 """A reply longer than this many tokens is a warning."""
 SMOKE_BUDGET = 1024
 """A reply that has not ended after this many tokens never ends (a failure where the base's does)."""
-SMOKE_CTX = 2048
+SMOKE_CTX = 3072  # the budget and a long system message both fit
 ROLE_LINES = {"system", "user", "assistant"}
 
 
@@ -160,9 +160,10 @@ def smoke_test(
     base's, and only a warning. Without ``base``, a reply that does not end is a failure. A
     reply longer than ``long_after`` (default :data:`SMOKE_LONG`) tokens is a warning.
     """
+    from charlite.gguf_check import check_adapter_matches_base, check_gguf
+
     max_tokens = max_tokens or SMOKE_BUDGET
     long_after = long_after or SMOKE_LONG
-    from charlite.gguf_check import check_adapter_matches_base, check_gguf
 
     check_gguf(model)  # a damaged file is an error here, not an abort in llama.cpp
     if lora is not None:
@@ -193,14 +194,20 @@ def smoke_test(
                 tuple((m["role"], m["content"]) for m in messages),
                 max_tokens,
             )
+            name = Path(base).name
             if base_reason == "stop" and (base_tokens or 0) <= max_tokens // 2:
                 problems.insert(
-                    0, f"{cut}, where the base model {Path(base).name} ends after {base_tokens}"
+                    0, f"{cut}, where the base model {name} ends after {base_tokens} tokens"
+                )
+            elif base_reason == "stop":
+                warnings.append(
+                    f"the reply did not end within {max_tokens} tokens; the base model {name} "
+                    f"alone talks long too ({base_tokens} tokens)"
                 )
             else:
                 warnings.append(
                     f"the reply did not end within {max_tokens} tokens, and neither does the base "
-                    f"model {Path(base).name} alone: the base rambles, not the training"
+                    f"model {name} alone: the base rambles, not the training"
                 )
     return SmokeResult(
         ok=not problems,
