@@ -8,6 +8,7 @@ adapter's architecture and tensor shapes fit its base.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import struct
@@ -36,6 +37,10 @@ _SCALARS = {
     12: "<d",
 }
 _STRING, _ARRAY = 8, 9
+GGUF_TYPES = {
+    0: "u8", 1: "i8", 2: "u16", 3: "i16", 4: "u32", 5: "i32", 6: "f32", 7: "bool",
+    8: "string", 9: "array", 10: "u64", 11: "i64", 12: "f64",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class GGUFHeader:
     kv: dict[str, Any]
     tensors: dict[str, tuple[tuple[int, ...], int]]
     """name -> (shape in GGUF order, ggml type)."""
+    kinds: dict[str, int] = dataclasses.field(default_factory=dict)
+    """key -> GGUF value type (:data:`GGUF_TYPES` names them), arrays included."""
 
 
 def read_gguf_header(path: Path, arrays: tuple[str, ...] = ()) -> GGUFHeader:
@@ -132,9 +139,11 @@ def _parse_header(path: str, size: int, data: bytes, arrays: tuple[str, ...]) ->
     take("<I")
     n_tensors, n_kv = take("<Q"), take("<Q")
     kv: dict[str, Any] = {}
+    kinds: dict[str, int] = {}
     for _ in range(n_kv):
         key = string()
         kind = take("<I")
+        kinds[key] = kind
         got = value(kind, key in arrays or kind != _ARRAY)
         if got is not None:
             kv[key] = got
@@ -164,7 +173,7 @@ def _parse_header(path: str, size: int, data: bytes, arrays: tuple[str, ...]) ->
         raise ExportError(
             f"{path} is not a valid GGUF file (truncated: needs {end} bytes, has {size})"
         )
-    return GGUFHeader(kv, tensors)
+    return GGUFHeader(kv, tensors, kinds)
 
 
 @dataclass(frozen=True)
@@ -213,7 +222,26 @@ def _check(path: str, size: int, mtime_ns: int) -> GGUFInfo:
     kv = header.kv
     arch = kv.get("general.architecture")
     ftype = kv.get("general.type") or "model"
+    _check_key_types(path, header.kinds, ADAPTER_KEY_TYPES if ftype == "adapter" else {})
     return GGUFInfo(path, arch, ftype, len(header.tensors), kv)
+
+
+# Keys llama.cpp reads with a getter that aborts the process on any other type
+# (``gguf_get_val_str`` / ``gguf_get_val_f32`` in its LoRA loader): each must have exactly this
+# GGUF value type when present. A model's own keys are read with checked getters, which fail
+# with an error instead; the two general keys are checked for every file all the same.
+KEY_TYPES = {"general.architecture": "string", "general.type": "string"}
+ADAPTER_KEY_TYPES = {"adapter.type": "string", "adapter.lora.alpha": "f32"}
+
+
+def _check_key_types(path: str, kinds: dict[str, int], extra: dict[str, str]) -> None:
+    for key, want in {**KEY_TYPES, **extra}.items():
+        if key in kinds and GGUF_TYPES.get(kinds[key]) != want:
+            got = GGUF_TYPES.get(kinds[key], f"type {kinds[key]}")
+            raise ModelError(
+                f"{path} is not a valid GGUF file ({key} is stored as {got}, not {want})",
+                hint="re-download or re-export it",
+            )
 
 
 def file_sha256(path: Path | str, limit: int | None = None) -> str:

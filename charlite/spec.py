@@ -72,7 +72,7 @@ def parse_spec(text: str) -> ModelSpec:
                     f"model spec '{text}' needs a model and a server URL",
                     hint="write openai:MODEL@http://HOST:PORT/v1",
                 )
-            return ModelSpec("openai", model, url.rstrip("/"))
+            return ModelSpec("openai", model, _check_url(text, url).rstrip("/"))
         return ModelSpec(prefix, rest)  # type: ignore[arg-type]
     if text.lower().endswith(".gguf"):
         return ModelSpec("gguf", text)
@@ -80,6 +80,27 @@ def parse_spec(text: str) -> ModelSpec:
         f"unknown model spec '{text}'",
         hint="use embedded, gguf:PATH (or a .gguf path), ollama:TAG, openai:MODEL@URL or hf:ID",
     )
+
+
+def _check_url(text: str, url: str) -> str:
+    """``url`` if it names a host (and a valid port), else a SpecError quoting ``text``."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port  # .port raises on a bad or out-of-range port
+    except ValueError as exc:
+        raise SpecError(
+            f"model spec '{text}' has a broken server URL ({exc})",
+            hint="write openai:MODEL@http://HOST:PORT/v1 (an IPv6 host in brackets: [::1])",
+        ) from None
+    problem = "no host" if not host else "a space" if any(c.isspace() for c in url) else None
+    if problem:
+        raise SpecError(
+            f"model spec '{text}' has a broken server URL ({problem})",
+            hint="write openai:MODEL@http://HOST:PORT/v1",
+        )
+    return url
 
 
 def embedded_model_path() -> Path:

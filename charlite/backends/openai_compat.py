@@ -21,8 +21,15 @@ class OpenAIBackend(Backend):
         key = (
             api_key or os.environ.get("CHARLITE_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
         )
+        key = (key or "").strip()  # a key pasted with a space or newline is still the key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.client = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+        try:
+            self.client = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise BackendError(
+                f"'{self.base_url}' is not a usable server URL ({exc})",
+                hint="write openai:MODEL@http://HOST:PORT/v1",
+            ) from None
         self._json_object_only = False  # set when the server refuses OpenAI's json_schema format
 
     def _body(self, messages: Messages, params: GenParams | None, **extra: Any) -> dict[str, Any]:
@@ -81,15 +88,20 @@ class OpenAIBackend(Backend):
                     resp.read()
                     self._check(resp)
                 for line in resp.iter_lines():
+                    # an SSE ``error`` event (older llama.cpp servers)
+                    if line.startswith("error:"):
+                        raise self._stream_error(_loads(line[6:].strip()) or line[6:].strip())
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError:
+                    chunk = _loads(data)
+                    if chunk is None:
                         continue
+                    problem = _error_in(chunk)
+                    if problem is not None:
+                        raise self._stream_error(problem)
                     if not chunk.get("choices"):
                         continue
                     choice = chunk["choices"][0]
@@ -99,6 +111,12 @@ class OpenAIBackend(Backend):
                         yield Delta(text, reason)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
+
+    def _stream_error(self, problem: Any) -> BackendError:
+        return BackendError(
+            f"{self.base_url} stopped the reply with an error: {_error_text(problem)}",
+            hint="see the server's log",
+        )
 
     def chat(self, messages, params=None, schema=None) -> Completion:
         if schema is not None:
@@ -128,7 +146,39 @@ class OpenAIBackend(Backend):
         self.client.close()
 
 
+def _loads(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def _error_in(body: Any) -> Any:
+    """The error an OpenAI-style body reports, or None: ``{"error": ...}`` (OpenAI, llama.cpp)
+    or ``{"object": "error", "message": ...}`` (older vLLM)."""
+    if not isinstance(body, dict):
+        return None
+    if body.get("error"):
+        return body["error"]
+    if body.get("object") == "error":
+        return body
+    return None
+
+
+def _error_text(problem: Any) -> str:
+    if isinstance(problem, dict):
+        message = problem.get("message") or problem.get("msg")
+        code = problem.get("code") or problem.get("type")
+        if message:
+            return f"{' '.join(str(message).split())[:300]}" + (f" ({code})" if code else "")
+        return json.dumps(problem, ensure_ascii=False)[:300]
+    return " ".join(str(problem).split())[:300] or "no details"
+
+
 def _completion(out: dict[str, Any]) -> Completion:
+    problem = _error_in(out)
+    if problem is not None:
+        raise BackendError(f"the server answered with an error: {_error_text(problem)}")
     try:
         choice = out["choices"][0]
     except (KeyError, IndexError, TypeError):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from charlite.cli.complete import complete_character, complete_run
-from charlite.cli.output import verbose
+from charlite.cli.output import verbose, warn
 
 
 def _size(n: int) -> str:
@@ -67,6 +67,8 @@ def export(name, run_id, quant, adapter_only, to_ollama):
         click.echo(
             f"smoke test passed: {target} ({smoke.tokens} tokens, {smoke.seconds:.1f} s): {reply}"
         )
+        for problem in smoke.warnings:
+            warn(f"smoke test of {target}: {problem}")
     click.echo(f"chat: charlite chat {result.slug}")
     if to_ollama:
         outcome = create_in_ollama(result.path, result.slug)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from charlite.cli.output import console, verbose, warn
@@ -42,6 +44,12 @@ def serve(host: str, port: int, api_key: str | None, model: str | None, prompted
     from charlite.serve.server import _require_serve_extra, bind, is_loopback, run
 
     _require_serve_extra()
+    if api_key is None and "CHARLITE_API_KEY" in os.environ:
+        api_key = os.environ["CHARLITE_API_KEY"]  # set but empty: refused below, not ignored
+    if api_key is not None:
+        from charlite.serve.app import check_api_key
+
+        api_key = check_api_key(api_key)
     if model:
         from charlite.spec import parse_spec
 

@@ -248,9 +248,9 @@ def export_run(
         smoke = []
         if merged_path is not None:
             say(f"smoke test: {merged_path.name}")
-            smoke.append(smoke_test(profile, merged_path, verbose=verbose))
+            smoke.append(smoke_test(profile, merged_path, base=base_gguf, verbose=verbose))
         say(f"smoke test: {base_gguf.name} + {lora_path.name}")
-        smoke.append(smoke_test(profile, base_gguf, lora_path, verbose=verbose))
+        smoke.append(smoke_test(profile, base_gguf, lora_path, base=base_gguf, verbose=verbose))
         manifest = {
             "format": EXPORT_FORMAT,
             "kind": "charlite-export",

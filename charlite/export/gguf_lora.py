@@ -113,6 +113,31 @@ def _pattern_value(patterns: dict, module: str, default):
     return default
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_config_types(config: dict, path: Path) -> None:
+    """The fields that end up in the GGUF's metadata have the types peft writes: a string
+    ``lora_alpha`` must not reach ``adapter.lora.alpha`` (llama.cpp aborts on it)."""
+    for key in ("r", "lora_alpha"):
+        value = config.get(key)
+        if value is not None and not (_is_number(value) and value >= 0):
+            raise ExportError(
+                f"{path}: '{key}' must be a non-negative number, not {json.dumps(value)[:60]}",
+                hint="fix the adapter config or train again",
+            )
+    for key in ("alpha_pattern", "rank_pattern"):
+        value = config.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(_is_number(v) and v >= 0 for v in value.values()):
+            raise ExportError(
+                f"{path}: '{key}' must map module names to numbers",
+                hint="fix the adapter config or train again",
+            )
+
+
 def read_peft_adapter(adapter_dir: Path) -> PeftAdapter:
     """The LoRA matrices of a peft ``save_pretrained`` folder, as float32 numpy arrays."""
     adapter_dir = Path(adapter_dir)
@@ -127,6 +152,9 @@ def read_peft_adapter(adapter_dir: Path) -> PeftAdapter:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ExportError(f"{config_path} is not readable JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ExportError(f"{config_path} is not a peft adapter config (not a JSON object)")
+    _check_config_types(config, config_path)
     peft_type = str(config.get("peft_type", "LORA")).upper()
     if peft_type != "LORA":
         raise ExportError(f"not supported yet: {peft_type} adapters (only LoRA)")

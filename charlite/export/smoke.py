@@ -1,29 +1,42 @@
 """The smoke test every export must pass: load it through llama.cpp and ask one fixed question.
 
-The reply must end by itself (``finish_reason == "stop"``, not cut at ``max_tokens``), be
-non-empty, and show none of the template: no control token such as ``<|im_start|>`` or
-``<|im_end|>``, no bare role line such as ``assistant``. Greedy decoding makes it repeatable.
+It fails only on what is really broken:
+
+* the reply shows the template: a control token such as ``<|im_start|>`` or ``<|im_end|>``, or
+  a bare role line such as ``assistant``;
+* the reply is empty;
+* the reply never ends (no end-of-turn within :data:`SMOKE_BUDGET` tokens) where the base
+  model alone, asked the same, ends well within that budget: training broke the end of turn.
+
+A reply that merely runs long (past :data:`SMOKE_LONG` tokens), or that rambles on exactly as
+its base does, is a *warning* printed with the export: how long a model talks depends on the
+machine (CPU kernels and threads change greedy decoding), and a base that rambles is not the
+export's fault. Greedy decoding makes a run repeatable on one machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charlite import roleplay
-from charlite.backends.llamacpp import _silence_llama_log, quiet_native
+from charlite.backends.llamacpp import _silence_llama_log, default_threads, quiet_native
 from charlite.errors import ExportError
-from charlite.gguf import read_gguf_header
+from charlite.gguf import check_adapter_matches_base, check_gguf, read_gguf_header
 
 if TYPE_CHECKING:
     from charlite.profile import Profile
 
 SMOKE_QUESTION = "Who are you, and where are we right now?"
-SMOKE_MAX_TOKENS = 256
+SMOKE_LONG = 256
+"""A reply longer than this many tokens is a warning."""
+SMOKE_BUDGET = 1024
+"""A reply that has not ended after this many tokens never ends (a failure where the base's does)."""
+SMOKE_CTX = 3072  # the budget and a long system message both fit
 ROLE_LINES = {"system", "user", "assistant"}
 
 
@@ -38,6 +51,7 @@ class SmokeResult:
     tokens: int | None
     seconds: float
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,11 +65,9 @@ def control_tokens(path: Path) -> list[str]:
     return [t for t, k in zip(tokens, types) if k == 3 and len(t) >= 3 and t.startswith("<")]
 
 
-def reply_problems(reply: str, finish_reason: str | None, markers: list[str]) -> list[str]:
-    """What is wrong with a smoke-test reply (empty list: nothing)."""
+def text_problems(reply: str, markers: list[str]) -> list[str]:
+    """What is wrong with a smoke-test reply's text, however it ended (empty list: nothing)."""
     problems = []
-    if finish_reason != "stop":
-        problems.append(f"generation did not stop by itself (finish_reason {finish_reason!r})")
     if not reply.strip():
         problems.append("the reply is empty")
     leaked = sorted({m for m in [*markers, "<|"] if m in reply})
@@ -67,38 +79,37 @@ def reply_problems(reply: str, finish_reason: str | None, markers: list[str]) ->
     return problems
 
 
-def smoke_test(
-    profile: Profile,
-    model: Path,
-    lora: Path | None = None,
-    *,
-    max_tokens: int = SMOKE_MAX_TOKENS,
-    verbose: bool = False,
-) -> SmokeResult:
-    """Ask ``profile``'s trained system message and :data:`SMOKE_QUESTION`; never raises on a bad reply."""
+def reply_problems(reply: str, finish_reason: str | None, markers: list[str]) -> list[str]:
+    """Everything wrong with a reply judged alone, a reply cut short included."""
+    problems = []
+    if finish_reason != "stop":
+        problems.append(f"generation did not stop by itself (finish_reason {finish_reason!r})")
+    return problems + text_problems(reply, markers)
+
+
+def _messages(profile: Profile) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": roleplay.profile_system_message(profile)},
+        {"role": "user", "content": roleplay.user_line(None, SMOKE_QUESTION)},  # as chat asks
+    ]
+
+
+def _generate(
+    model: Path, lora: Path | None, messages: list[dict[str, str]], max_tokens: int, verbose: bool
+) -> tuple[str, str | None, int | None]:
+    """(reply, finish_reason, completion tokens) of one greedy reply from a freshly loaded model."""
     import llama_cpp
 
-    read_gguf_header(model)  # a damaged file is an error here, not an abort in llama.cpp
-    if lora is not None:
-        read_gguf_header(lora)
-    messages = [
-        {"role": "system", "content": roleplay.profile_system_message(profile)},
-        {
-            "role": "user",
-            "content": roleplay.user_line(None, SMOKE_QUESTION),
-        },  # as charlite chat asks
-    ]
     if not verbose:
         _silence_llama_log()
     kwargs: dict[str, Any] = {
         "model_path": str(model),
-        "n_ctx": 2048,
+        "n_ctx": SMOKE_CTX,
         "verbose": verbose,
-        "n_threads": max(1, os.cpu_count() or 1),
+        "n_threads": default_threads(),
     }
     if lora is not None:
         kwargs["lora_path"] = str(lora)
-    start = time.perf_counter()
     try:
         with quiet_native(not verbose):
             llm = llama_cpp.Llama(**kwargs)
@@ -114,9 +125,85 @@ def smoke_test(
         with contextlib.suppress(Exception):
             llm.close()
     choice = out["choices"][0]
-    reply = choice["message"].get("content") or ""
-    reason = choice.get("finish_reason")
-    problems = reply_problems(reply, reason, control_tokens(model))
+    tokens = (out.get("usage") or {}).get("completion_tokens")
+    return choice["message"].get("content") or "", choice.get("finish_reason"), tokens
+
+
+@lru_cache(maxsize=4)
+def _base_reply(
+    path: str, size: int, mtime_ns: int, messages: tuple[tuple[str, str], ...], budget: int
+) -> tuple[str | None, int | None]:
+    """(finish_reason, tokens) of the base model alone: asked once per export, not per file."""
+    asked = [{"role": role, "content": content} for role, content in messages]
+    _, reason, tokens = _generate(Path(path), None, asked, budget, False)
+    return reason, tokens
+
+
+def smoke_test(
+    profile: Profile,
+    model: Path,
+    lora: Path | None = None,
+    *,
+    base: Path | None = None,
+    max_tokens: int | None = None,
+    long_after: int | None = None,
+    verbose: bool = False,
+) -> SmokeResult:
+    """Ask ``profile``'s trained system message :data:`SMOKE_QUESTION`; never raises on a bad reply.
+
+    ``max_tokens`` (default :data:`SMOKE_BUDGET`) is the budget a reply must end within. When
+    it does not, ``base`` (the model the export was trained from) is asked the same: the export
+    fails only if the base ends its reply within half the budget; otherwise the rambling is the
+    base's, and only a warning. Without ``base``, a reply that does not end is a failure. A
+    reply longer than ``long_after`` (default :data:`SMOKE_LONG`) tokens is a warning.
+    """
+    max_tokens = max_tokens or SMOKE_BUDGET
+    long_after = long_after or SMOKE_LONG
+
+    check_gguf(model)  # a damaged file is an error here, not an abort in llama.cpp
+    if lora is not None:
+        check_adapter_matches_base(lora, model)  # so is an adapter with mistyped metadata
+    if base is not None:
+        check_gguf(base)
+    messages = _messages(profile)
+    start = time.perf_counter()
+    reply, reason, tokens = _generate(model, lora, messages, max_tokens, verbose)
+    problems = text_problems(reply, control_tokens(model))
+    warnings = []
+    if reason == "stop":
+        if tokens is not None and tokens > long_after:
+            warnings.append(
+                f"the reply runs long ({tokens} tokens before it ends; a short answer is "
+                f"under {long_after})"
+            )
+    else:
+        cut = f"generation did not stop by itself within {max_tokens} tokens (finish_reason {reason!r})"
+        if base is None:
+            problems.insert(0, cut)
+        else:
+            st = Path(base).stat()
+            base_reason, base_tokens = _base_reply(
+                str(Path(base).resolve()),
+                st.st_size,
+                st.st_mtime_ns,
+                tuple((m["role"], m["content"]) for m in messages),
+                max_tokens,
+            )
+            name = Path(base).name
+            if base_reason == "stop" and (base_tokens or 0) <= max_tokens // 2:
+                problems.insert(
+                    0, f"{cut}, where the base model {name} ends after {base_tokens} tokens"
+                )
+            elif base_reason == "stop":
+                warnings.append(
+                    f"the reply did not end within {max_tokens} tokens; the base model {name} "
+                    f"alone talks long too ({base_tokens} tokens)"
+                )
+            else:
+                warnings.append(
+                    f"the reply did not end within {max_tokens} tokens, and neither does the base "
+                    f"model {name} alone: the base rambles, not the training"
+                )
     return SmokeResult(
         ok=not problems,
         model=Path(model).name,
@@ -124,9 +211,10 @@ def smoke_test(
         question=SMOKE_QUESTION,
         reply=reply,
         finish_reason=reason,
-        tokens=(out.get("usage") or {}).get("completion_tokens"),
+        tokens=tokens,
         seconds=round(time.perf_counter() - start, 2),
         problems=problems,
+        warnings=warnings,
     )
 
 

@@ -9,11 +9,13 @@ Needs the ``serve`` extra (FastAPI, uvicorn); imported only by ``charlite serve`
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,13 +26,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from charlite import __version__
 from charlite import characters as registry
-from charlite.backends import Backend
+from charlite.backends import Backend, GenParams
 from charlite.errors import CharliteError, NotFoundError
 from charlite.profile import Profile
 from charlite.serve import protocol
 from charlite.serve.protocol import APIError
 from charlite.serve.thoughts import ThoughtFilter
 from charlite.voices import ResolvedModel, resolve_model
+
+log = logging.getLogger("charlite.serve")
 
 
 class Models:
@@ -103,6 +107,8 @@ def create_app(
     api_key: str | None = None, model: str | None = None, prompted: bool = False
 ) -> FastAPI:
     """The API app. ``model`` (a spec) overrides every character's model; see :func:`resolve_model`."""
+    if api_key is not None:
+        api_key = check_api_key(api_key)
     app = FastAPI(
         title="charlite", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
     )
@@ -130,12 +136,14 @@ def create_app(
     @app.middleware("http")
     async def _auth(request: Request, call_next):
         if api_key and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "")
+            given = request.headers.get("authorization", "").strip()
             scheme, _, token = given.partition(" ")
+            # surrounding spaces are never part of a key: a client that pasted one with its
+            # key (or read it from a padded variable) still matches
             token = (
                 token.strip()
                 if scheme.lower() == "bearer"
-                else request.headers.get("x-api-key", "")
+                else request.headers.get("x-api-key", "").strip()
             )
             if not token:
                 return _error(
@@ -170,24 +178,21 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > protocol.MAX_BODY_BYTES:
-            raise APIError(
-                413, f"the request body is over {protocol.MAX_BODY_BYTES // 1024 // 1024} MiB"
-            )
-        raw = await request.body()
-        if len(raw) > protocol.MAX_BODY_BYTES:
-            raise APIError(
-                413, f"the request body is over {protocol.MAX_BODY_BYTES // 1024 // 1024} MiB"
-            )
+        raw = await _read_body(request)
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise APIError(400, "We could not parse the JSON body of your request.") from None
         req = protocol.parse_request(body)
+        if req.ignored_tools:
+            _warn_once(
+                "tools",
+                f"a client offered {req.ignored_tools} tool(s): charlite characters answer in "
+                "words and never call tools, so they are ignored",
+            )
         job = await run_in_threadpool(_prepare, models, req)
         if req.stream:
-            return StreamingResponse(
+            return _ClosingStream(
                 _stream(job),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -195,6 +200,70 @@ def create_app(
         return await run_in_threadpool(_complete, job)
 
     return app
+
+
+def check_api_key(key: str) -> str:
+    """The key without surrounding spaces; an empty one is refused (it would switch
+    authentication off without a word, as an unset shell variable in ``--api-key "$KEY"`` does)."""
+    key = key.strip()
+    if not key:
+        raise CharliteError(
+            "the API key is empty",
+            hint="pass a non-empty --api-key (or CHARLITE_API_KEY), or leave both out to serve "
+            "without a key",
+        )
+    return key
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(what: str, message: str) -> None:
+    if what not in _WARNED:
+        _WARNED.add(what)
+        log.warning(message)
+
+
+def _too_big() -> APIError:
+    return APIError(413, f"the request body is over {protocol.MAX_BODY_BYTES // 1024 // 1024} MiB")
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, read piece by piece: past the limit it is a 413 at once, so a huge
+    body (chunked, with no Content-Length to refuse it by) is never read, let alone held, whole."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > protocol.MAX_BODY_BYTES:
+        raise _too_big()
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > protocol.MAX_BODY_BYTES:
+            raise _too_big()
+        parts.append(part)
+    return b"".join(parts)
+
+
+class _ClosingStream(StreamingResponse):
+    """A streamed reply whose generator is closed however the response ends.
+
+    A client that hangs up mid-stream ends the response with the generator suspended inside
+    the backend's generation (holding the model's generation lock); closing it here releases
+    the lock at once, instead of whenever the garbage collector gets to it.
+    """
+
+    def __init__(self, content: Iterator[str], **kwargs: Any):
+        self._source = content
+        super().__init__(content, **kwargs)
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Starlette runs each step of the generator in a worker thread and waits for a
+            # running step to finish before it gives up, so no step runs now: close() is safe.
+            with contextlib.suppress(ValueError):  # "generator already executing": never here
+                self._source.close()
 
 
 class _Job:
@@ -231,26 +300,40 @@ def _prepare(models: Models, req: protocol.ChatRequest) -> _Job:
     return _Job(req, profile, backend, prompt, params)
 
 
+def _choice_params(job: _Job, index: int) -> GenParams:
+    return job.params.with_(seed=protocol.choice_seed(job.params.seed, index))
+
+
 def _complete(job: _Job) -> dict[str, Any]:
-    done = job.backend.chat(job.prompt.messages, job.params)
-    raw = done.text
-    if job.req.wants_thoughts:
-        text = raw
-    else:
-        f = ThoughtFilter(job.profile.short_name)
-        text = f.feed(raw) + f.finish()
-    prompt_tokens = done.prompt_tokens if done.prompt_tokens is not None else job.prompt_tokens()
-    completion_tokens = (
-        done.completion_tokens
-        if done.completion_tokens is not None
-        else job.backend.count_tokens(raw)
-    )
+    """The whole reply: ``n`` choices, generated one after another."""
+    choices: list[tuple[str, str | None]] = []
+    prompt_tokens = completion_tokens = 0
+    for index in range(job.req.choices):
+        done = job.backend.chat(job.prompt.messages, _choice_params(job, index))
+        raw = done.text
+        if job.req.wants_thoughts:
+            text = raw
+        else:
+            f = ThoughtFilter(job.profile.short_name)
+            text = f.feed(raw) + f.finish()
+        choices.append((text, done.finish_reason))
+        if index == 0:  # the prompt is counted once, as OpenAI does
+            prompt_tokens = (
+                done.prompt_tokens if done.prompt_tokens is not None else job.prompt_tokens()
+            )
+        completion_tokens += (
+            done.completion_tokens
+            if done.completion_tokens is not None
+            else job.backend.count_tokens(raw)
+        )
+    (text, reason), *more = choices
     return protocol.completion_body(
         job.id,
         job.model,
         text,
-        done.finish_reason,
+        reason,
         protocol.usage(prompt_tokens, completion_tokens),
+        more=more,
     )
 
 
@@ -260,38 +343,55 @@ def _sse(data: dict[str, Any] | str) -> str:
 
 
 def _stream(job: _Job) -> Iterator[str]:
+    """Server-sent events: each choice in turn (``n > 1``), then usage if asked, then
+    ``[DONE]``. Any failure becomes an error event followed by ``[DONE]``, so a client
+    always sees the stream end."""
     created = int(time.time())
-    f = None if job.req.wants_thoughts else ThoughtFilter(job.profile.short_name)
-    yield _sse(
-        protocol.chunk_body(job.id, job.model, created, {"role": "assistant", "content": ""})
-    )
-    raw: list[str] = []
-    reason = None
+    completion_tokens = 0
     try:
-        deltas = job.backend.stream(job.prompt.messages, job.params)
-        try:
-            for delta in deltas:
-                raw.append(delta.text)
-                reason = delta.finish_reason or reason
-                text = delta.text if f is None else f.feed(delta.text)
-                if text:
-                    yield _sse(protocol.chunk_body(job.id, job.model, created, {"content": text}))
-        finally:
-            close = getattr(deltas, "close", None)
-            if close:
-                close()
-        rest = "" if f is None else f.finish()
-        if rest:
-            yield _sse(protocol.chunk_body(job.id, job.model, created, {"content": rest}))
+        for index in range(job.req.choices):
+            completion_tokens += yield from _stream_choice(job, index, created)
     except CharliteError as exc:
         err = APIError(500, str(exc), type="server_error", code="model_unavailable")
         yield _sse(err.body())
         yield _sse("[DONE]")
         return
-    yield _sse(protocol.chunk_body(job.id, job.model, created, {}, reason or "stop"))
+    except Exception as exc:  # noqa: BLE001 - any failure ends the stream cleanly
+        log.exception("a streamed reply failed")
+        err = APIError(500, f"the reply failed: {type(exc).__name__}: {exc}", type="server_error")
+        yield _sse(err.body())
+        yield _sse("[DONE]")
+        return
     if job.req.include_usage:
-        tokens = protocol.usage(
-            job.prompt_tokens(), job.backend.count_tokens("".join(raw)) if raw else 0
-        )
+        tokens = protocol.usage(job.prompt_tokens(), completion_tokens)
         yield _sse(protocol.chunk_body(job.id, job.model, created, None, usage=tokens))
     yield _sse("[DONE]")
+
+
+def _stream_choice(job: _Job, index: int, created: int) -> Generator[str, None, int]:
+    """The events of choice ``index``; returns its completion tokens."""
+    f = None if job.req.wants_thoughts else ThoughtFilter(job.profile.short_name)
+
+    def event(delta: dict[str, Any] | None, reason: str | None = None) -> str:
+        return _sse(protocol.chunk_body(job.id, job.model, created, delta, reason, index=index))
+
+    yield event({"role": "assistant", "content": ""})
+    raw: list[str] = []
+    reason = None
+    deltas = job.backend.stream(job.prompt.messages, _choice_params(job, index))
+    try:
+        for delta in deltas:
+            raw.append(delta.text)
+            reason = delta.finish_reason or reason
+            text = delta.text if f is None else f.feed(delta.text)
+            if text:
+                yield event({"content": text})
+    finally:
+        close = getattr(deltas, "close", None)
+        if close:
+            close()  # ends the generation (and frees the model) however this stream ends
+    rest = "" if f is None else f.finish()
+    if rest:
+        yield event({"content": rest})
+    yield event({}, reason or "stop")
+    return job.backend.count_tokens("".join(raw)) if raw else 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +31,8 @@ from charlite.profile import Profile, Scene
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_STOP = 4
+MAX_CHOICES = 16
+"""``n`` at most: choices are generated one after another."""
 MAX_NAME = 60
 
 
@@ -116,7 +119,9 @@ class ChatRequest(BaseModel):
     show_thoughts: bool = False
     charlite: CharliteOptions | None = None
     tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
     functions: list[Any] | None = None
+    function_call: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
 
     @field_validator("stop")
@@ -137,6 +142,18 @@ class ChatRequest(BaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.get("include_usage"))
 
+    @property
+    def choices(self) -> int:
+        return self.n or 1
+
+    @property
+    def ignored_tools(self) -> int:
+        """How many tools the client offered that the character will not call (0 when the
+        client itself said ``tool_choice: none``)."""
+        offered = len(self.tools or []) + len(self.functions or [])
+        said_none = (self.tool_choice or self.function_call) == "none"
+        return 0 if said_none else offered
+
 
 def parse_request(body: Any) -> ChatRequest:
     """Validate a decoded JSON body; a problem becomes a 400 naming the field."""
@@ -151,17 +168,14 @@ def parse_request(body: Any) -> ChatRequest:
         raise APIError(
             400, f"Invalid value for '{loc}': {msg}", param=loc, code="invalid_value"
         ) from None
-    if (request.n or 1) != 1:
-        raise APIError(
-            400, "charlite answers with one choice: 'n' must be 1", param="n", code="invalid_value"
-        )
-    if request.tools or request.functions:
+    if request.choices > MAX_CHOICES:
         raise APIError(
             400,
-            "charlite characters do not call tools",
-            param="tools",
-            code="unsupported_parameter",
+            f"charlite answers with at most {MAX_CHOICES} choices: 'n' must be 1 to {MAX_CHOICES}",
+            param="n",
+            code="invalid_value",
         )
+    _check_tools(request)
     if request.response_format and request.response_format.get("type") not in (None, "text"):
         raise APIError(
             400,
@@ -170,6 +184,33 @@ def parse_request(body: Any) -> ChatRequest:
             code="unsupported_parameter",
         )
     return request
+
+
+def _check_tools(request: ChatRequest) -> None:
+    """Offered tools are accepted and never called (a character answers in words, as
+    llama.cpp's server does without a tool-calling template); a client that *demands* a call
+    (``tool_choice: required`` or a named function) gets a 400, as no reply could satisfy it."""
+    if not (request.tools or request.functions):
+        return
+    for param, choice in (
+        ("tool_choice", request.tool_choice),
+        ("function_call", request.function_call),
+    ):
+        if choice == "required" or isinstance(choice, dict):
+            raise APIError(
+                400,
+                f"charlite characters do not call tools: '{param}' must be 'auto' or 'none'",
+                param=param,
+                code="unsupported_parameter",
+            )
+
+
+def choice_seed(seed: int | None, index: int) -> int | None:
+    """The seed of choice ``index``: the request's for the first, then the next ones, so the
+    choices of a seeded request differ from each other and repeat as a whole."""
+    if index == 0 or seed is None:
+        return seed
+    return (seed + index) % (1 << 31)
 
 
 def gen_params(request: ChatRequest, n_ctx: int) -> GenParams:
@@ -287,8 +328,15 @@ def new_id() -> str:
 
 
 def completion_body(
-    cid: str, model: str, text: str, finish_reason: str | None, usage: dict[str, int]
+    cid: str,
+    model: str,
+    text: str,
+    finish_reason: str | None,
+    usage: dict[str, int],
+    *,
+    more: Sequence[tuple[str, str | None]] = (),
 ) -> dict[str, Any]:
+    """A whole reply; ``more`` holds the (text, finish_reason) of choices 1, 2… when ``n > 1``."""
     return {
         "id": cid,
         "object": "chat.completion",
@@ -297,11 +345,12 @@ def completion_body(
         "system_fingerprint": None,
         "choices": [
             {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "index": i,
+                "message": {"role": "assistant", "content": t, "refusal": None},
                 "logprobs": None,
-                "finish_reason": finish_reason or "stop",
+                "finish_reason": reason or "stop",
             }
+            for i, (t, reason) in enumerate([(text, finish_reason), *more])
         ],
         "usage": usage,
     }
@@ -314,6 +363,7 @@ def chunk_body(
     delta: dict[str, Any] | None,
     finish_reason: str | None = None,
     usage: dict[str, int] | None = None,
+    index: int = 0,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": cid,
@@ -323,7 +373,7 @@ def chunk_body(
         "system_fingerprint": None,
         "choices": []
         if delta is None
-        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        else [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
     }
     if usage is not None:
         body["usage"] = usage

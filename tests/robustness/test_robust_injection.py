@@ -137,7 +137,7 @@ def vocab(embedded_path):
     user-defined entries of the GGUF vocabulary)."""
     from llama_cpp import Llama
 
-    from charlite.export.ggufio import read_gguf_header
+    from charlite.gguf import read_gguf_header
 
     kv = read_gguf_header(
         embedded_path, arrays=("tokenizer.ggml.tokens", "tokenizer.ggml.token_type")
