@@ -167,7 +167,7 @@ def test_a_well_typed_lora_still_passes_the_check(tmp_path, embedded_path):
 def test_export_of_a_mistyped_adapter_config_is_one_error(
     tmp_path, embedded_path, charlite_home, field, value
 ):
-    from test_export_helpers import random_adapter, write_run
+    from helpers_export import random_adapter, write_run
 
     _tried(f"adapter_config.json {field}={value!r}")
     adapter = random_adapter(tmp_path / "adapter")
@@ -193,7 +193,7 @@ def test_an_export_whose_base_rambles_passes_with_a_warning(
 ):
     """The fresh-machine failure: a near-zero adapter, so the reply is the base's, and the base
     talks past the budget. Budgets are shrunk so that this happens on every machine."""
-    from test_export_helpers import random_adapter, write_run
+    from helpers_export import random_adapter, write_run
 
     from charlite.export import smoke
 
