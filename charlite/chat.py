@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from charlite import roleplay
+from charlite import roleplay, settings
 from charlite.backends import Backend, Delta, GenParams, get_backend
 from charlite.history import History
 from charlite.profile import Profile, Scene
 from charlite.spec import ModelSpec, parse_spec
+from charlite.trim import trim_incomplete
 
 CHAT_PARAMS = GenParams(temperature=0.7, top_p=0.95, max_tokens=200, repeat_penalty=1.15)
 TRIM_TARGET = 0.6  # after trimming, the history fills at most this share of its budget
@@ -31,12 +32,18 @@ class ResolvedModel:
     lora: Path | None = None
     path: Path | None = None
 
-    def backend(self, verbose: bool = False) -> Backend:
+    def backend(self, verbose: bool = False, n_ctx: int | None = None) -> Backend:
         if self.path is not None:
-            from charlite.backends.llamacpp import LlamaCppBackend
+            from charlite.backends.llamacpp import DEFAULT_CTX, LlamaCppBackend
 
-            return LlamaCppBackend(self.spec, path=self.path, lora=self.lora, verbose=verbose)
-        return get_backend(self.spec, lora=self.lora, verbose=verbose)
+            return LlamaCppBackend(
+                self.spec,
+                path=self.path,
+                lora=self.lora,
+                n_ctx=n_ctx or DEFAULT_CTX,
+                verbose=verbose,
+            )
+        return get_backend(self.spec, lora=self.lora, n_ctx=n_ctx, verbose=verbose)
 
 
 def resolve_model(
@@ -45,7 +52,8 @@ def resolve_model(
     """The model a chat with ``profile`` uses.
 
     An explicit ``--model`` wins. Otherwise the character's newest export (adapter over its
-    base, or a merged file) when one exists, else the embedded model in prompted mode.
+    base, or a merged file) when one exists and ``prompted`` is off, else the default model
+    (the ``model`` setting: environment, config file, built-in ``embedded``) in prompted mode.
     """
     if model:
         spec = parse_spec(model)
@@ -55,7 +63,10 @@ def resolve_model(
         found = _newest_export(profile)
         if found is not None:
             return found
-    return ResolvedModel(parse_spec("embedded"), True, "embedded (prompted)")
+    default = settings.resolve("model")
+    spec = parse_spec(default.value)
+    note = "" if default.source == "default" else f", from {default.source}"
+    return ResolvedModel(spec, True, f"{spec} (prompted{note})")
 
 
 def _newest_export(profile: Profile) -> ResolvedModel | None:
@@ -82,6 +93,8 @@ class ChatSession:
         user_name: str | None = None,
         model_label: str | None = None,
         use_persona_cache: bool = True,
+        new_session_id: str | None = None,
+        trim: bool = True,
     ):
         self.profile = profile
         self.backend = backend
@@ -91,6 +104,9 @@ class ChatSession:
         self.user_name = user_name
         self.model_label = model_label or backend.describe()
         self.use_persona_cache = use_persona_cache
+        self.trim = trim
+        self.last_cut = False  # whether the last reply was cut by the token limit
+        self.last_reply = ""  # the last reply as shown (trimmed when cut, unless trim is off)
         self.turns: list[roleplay.Turn] = []
         self._first_kept = 0
         if session_id and history:
@@ -118,7 +134,11 @@ class ChatSession:
             self.scene = scene or profile.default_scene
             self.session_id = (
                 history.new_session(
-                    profile.slug, self.model_label, self.scene.location, self.scene.status
+                    profile.slug,
+                    self.model_label,
+                    self.scene.location,
+                    self.scene.status,
+                    sid=new_session_id,
                 )
                 if history
                 else None
@@ -181,23 +201,38 @@ class ChatSession:
         if self.history and self.session_id:
             self.history.add_turn(self.session_id, "user", self.user_name or "", text)
         pieces: list[str] = []
+        reason = None
+        self.last_cut = False
+        self.last_reply = ""
         try:
             for delta in self.backend.stream(self.messages(), self.params):
                 pieces.append(delta.text)
+                reason = delta.finish_reason or reason
                 yield delta
         finally:
-            reply = "".join(
-                pieces
-            )  # kept as generated: the next prompt must repeat it byte for byte
+            # What was shown is what the history keeps and the next prompt repeats: the raw
+            # text, or (cut by the token limit) the text up to its last full sentence.
+            reply = "".join(pieces)
+            self.last_cut = reason == "length"
+            if self.last_cut and self.trim:
+                reply = trim_incomplete(reply)
+            self.last_reply = reply
             if reply.strip():
                 self.turns.append(roleplay.Turn(self.profile.short_name, reply, "speaking"))
                 if self.history and self.session_id:
                     self.history.add_turn(
-                        self.session_id, "assistant", self.profile.short_name, reply
+                        self.session_id,
+                        "assistant",
+                        self.profile.short_name,
+                        reply,
+                        cut=self.last_cut,
                     )
 
     def reply(self, text: str) -> str:
-        return "".join(d.text for d in self.stream(text)).strip()
+        """The reply to ``text`` as shown (trimmed to its last full sentence when cut)."""
+        for _ in self.stream(text):
+            pass
+        return self.last_reply.strip()
 
     def spoken(self, reply: str) -> str:
         """The words said aloud, or the whole reply when it has no speaking part."""

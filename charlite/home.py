@@ -22,7 +22,7 @@ from pathlib import Path
 
 from charlite.errors import CharliteError, StorageError
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$", re.IGNORECASE)
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}", re.IGNORECASE)  # whole string: fullmatch
 
 
 def charlite_home() -> Path:
@@ -41,9 +41,10 @@ def check_name(name: str, what: str = "name") -> str:
     >>> check_name("beethoven")
     'beethoven'
     """
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
+        shown = name if not isinstance(name, str) or len(name) <= 70 else name[:67] + "..."
         raise CharliteError(
-            f"invalid {what} {name!r}",
+            f"invalid {what} {shown!r}",
             hint="use letters, digits, '-', '_' or '.', starting with a letter or digit",
         )
     return name

@@ -90,7 +90,7 @@ class Profile(BaseModel):
     @field_validator("slug")
     @classmethod
     def _slug(cls, v: str) -> str:
-        if not SLUG_RE.match(v):
+        if not SLUG_RE.fullmatch(v):
             raise ValueError("must be lowercase letters, digits and '-' (e.g. 'beethoven')")
         return v
 
