@@ -15,7 +15,7 @@ from charlite.cli import cli
 from charlite.history import History
 from charlite.trim import trim_incomplete
 
-SHORT = ["--max-tokens", "24", "--seed", "1"]
+SHORT = ["--max-tokens", "12", "--seed", "1"]
 
 
 @pytest.fixture
@@ -72,53 +72,38 @@ def test_two_continue_calls_share_one_session(spy, charlite_home):
         {"role": "assistant", "content": turns[1].content},
         {"role": "user", "content": "And your teacher?"},
     ]
-    quiet = runner.invoke(cli, ["chat", "beethoven", "-m", "Bye.", "-c", "-q", *SHORT])
-    assert quiet.exit_code == 0 and quiet.stderr == ""
 
 
 @pytest.mark.slow
-def test_named_session_then_history_export(spy, charlite_home):
-    runner = CliRunner()
-    for text in ("Good day, maestro.", "What are you writing?"):
-        r = runner.invoke(cli, ["chat", "beethoven", "-m", text, "--session", "work", *SHORT])
-        assert r.exit_code == 0, r.output
-        assert _session_line(r.stderr) == "work"
-    assert spy[1]["messages"][1]["content"] == "Good day, maestro."
-    listing = runner.invoke(cli, ["history", "beethoven", "--format", "json"])
-    (row,) = json.loads(listing.stdout)
-    assert (row["id"], row["character"], row["turns"]) == ("work", "beethoven", 4)
-    assert row["model"] == "embedded (prompted)"
-    shown = json.loads(runner.invoke(cli, ["history", "work", "--format", "json"]).stdout)
-    assert [t["content"] for t in shown["turns"]][::2] == [
-        "Good day, maestro.",
-        "What are you writing?",
-    ]
-    md = runner.invoke(cli, ["history", "work"]).stdout
-    assert md.startswith("# Chat with Ludwig van Beethoven") and "Good day, maestro." in md
-    # a session of another character is refused before any model loads
-    other = runner.invoke(cli, ["chat", "socrates", "-m", "hi", "--session", "work", *SHORT])
-    _one_line_error(other, "session 'work' is a chat with 'beethoven'")
-
-
-@pytest.mark.slow
-def test_a_cut_reply_is_trimmed_and_marked(spy, charlite_home):
+def test_named_sessions_cut_replies_and_history_export(spy, charlite_home):
     runner = CliRunner()
     args = ["chat", "beethoven", "-m", "Tell me about your life in Vienna.", "--seed", "3"]
-    r = runner.invoke(cli, [*args, "--max-tokens", "40", "--session", "trimmed"])
+    r = runner.invoke(cli, [*args, "--max-tokens", "24", "--session", "trimmed"])
     assert r.exit_code == 0, r.output
-    raw = spy[0]["text"]
-    assert spy[0]["reason"] == "length"  # 40 tokens cannot hold this answer
-    raw_run = runner.invoke(cli, [*args, "--max-tokens", "40", "--session", "raw", "--no-trim"])
-    assert raw_run.exit_code == 0, raw_run.output
+    assert _session_line(r.stderr) == "trimmed"  # a new session under the chosen name
+    assert spy[0]["reason"] == "length"  # 24 tokens cannot hold this answer
+    raw = runner.invoke(cli, [*args, "--max-tokens", "24", "--session", "raw", "--no-trim", "-q"])
+    assert raw.exit_code == 0, raw.output
+    assert raw.stderr == ""  # --quiet: no session line
     h = History()
     (trimmed,) = [t for t in h.turns("trimmed") if t.role == "assistant"]
     (kept,) = [t for t in h.turns("raw") if t.role == "assistant"]
     h.close()
     assert trimmed.cut and kept.cut
-    assert trimmed.content == trim_incomplete(raw)
+    assert trimmed.content == trim_incomplete(spy[0]["text"])  # what was shown is stored
     assert kept.content == spy[1]["text"]
+
+    listing = json.loads(runner.invoke(cli, ["history", "beethoven", "--format", "json"]).stdout)
+    assert sorted((row["id"], row["turns"]) for row in listing) == [("raw", 2), ("trimmed", 2)]
+    assert {row["model"] for row in listing} == {"embedded (prompted)"}
     record = json.loads(runner.invoke(cli, ["history", "trimmed", "--format", "json"]).stdout)
+    assert record["turns"][0]["content"] == "Tell me about your life in Vienna."
     assert record["turns"][1]["cut"] is True
+    md = runner.invoke(cli, ["history", "trimmed"]).stdout
+    assert md.startswith("# Chat with Ludwig van Beethoven") and "(cut at the token limit)" in md
+    # a session of another character is refused before any model loads
+    other = runner.invoke(cli, ["chat", "socrates", "-m", "hi", "--session", "raw"])
+    _one_line_error(other, "session 'raw' is a chat with 'beethoven'")
 
 
 @pytest.mark.parametrize("name", ["", "a\n", "work\n", "../up", "a/b", "-x", "x" * 65, "bad name"])
