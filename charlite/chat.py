@@ -66,7 +66,8 @@ def resolve_model(
     default = settings.resolve("model")
     spec = parse_spec(default.value)
     note = "" if default.source == "default" else f", from {default.source}"
-    return ResolvedModel(spec, True, f"{spec} (prompted{note})")
+    # the label keeps the name the user gave (a pulled model's short name, not its path)
+    return ResolvedModel(spec, True, f"{default.value} (prompted{note})")
 
 
 def _newest_export(profile: Profile) -> ResolvedModel | None:

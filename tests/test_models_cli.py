@@ -111,14 +111,14 @@ def test_the_default_model_is_used_without_model_flags(
     runner = CliRunner()
     assert runner.invoke(cli, ["config", "set", "model", name]).exit_code == 0
     show = runner.invoke(cli, ["show", "beethoven"], env={"COLUMNS": "200"})
-    assert f"chat model: gguf:{path} (prompted, from config file)" in show.stdout
+    assert f"chat model: {name} (prompted, from config file)" in show.stdout
 
     chat = runner.invoke(cli, ["chat", "beethoven", "-m", "Hello.", "--max-tokens", "16"])
     assert chat.exit_code == 0, chat.output
     h = History()
     (session,) = h.sessions("beethoven")
     h.close()
-    assert session.model == f"gguf:{path} (prompted, from config file)"
+    assert session.model == f"{name} (prompted, from config file)"
 
     out = tmp_path / "interview.json"
     iv = runner.invoke(
