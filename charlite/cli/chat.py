@@ -153,12 +153,17 @@ def chat(
     if message is None and sys.stdin.isatty():
         _interactive(session, show_thoughts)
     else:
-        if not quiet:
-            click.echo(f"session: {session.session_id}", err=True)
+        # the session line follows the first reply, so a chat that fails prints only its error
+        announce = not quiet
         lines = [message] if message is not None else (line.strip() for line in sys.stdin)
         for line in lines:
             if line.strip():
                 _answer(session, line, show_thoughts)
+                if announce:
+                    click.echo(f"session: {session.session_id}", err=True)
+                    announce = False
+        if announce:
+            click.echo(f"session: {session.session_id}", err=True)
     history.close()
 
 
