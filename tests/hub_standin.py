@@ -39,6 +39,7 @@ class StandInHub:
         }
         self.corrupt_at: int | None = None
         self.delay = 0.0  # seconds per CHUNK of body
+        self.claimed_size: int | None = None  # a size to state instead of the true one
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -116,8 +117,12 @@ class StandInHub:
                 siblings = [
                     {
                         "rfilename": name,
-                        "size": size,
-                        "lfs": {"sha256": sha, "size": size, "pointerSize": 134},
+                        "size": hub.claimed_size or size,
+                        "lfs": {
+                            "sha256": sha,
+                            "size": hub.claimed_size or size,
+                            "pointerSize": 134,
+                        },
                     }
                     for name, (_, sha, size) in hub.repos[repo].items()
                 ]
@@ -160,7 +165,7 @@ class StandInHub:
                     "X-Repo-Commit": COMMIT,
                     "ETag": f'"{sha}"',
                     "X-Linked-Etag": f'"{sha}"',
-                    "X-Linked-Size": str(size),
+                    "X-Linked-Size": str(hub.claimed_size or size),
                     "Accept-Ranges": "bytes",
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(size - start),

@@ -61,6 +61,22 @@ def _fake_export(charlite_home, adapter, embedded_path):
     )
 
 
+def _into_hf_cache(embedded_path, charlite_home) -> None:
+    """The embedded GGUF downloaded into the Hugging Face cache by huggingface_hub itself."""
+    script = (
+        "import sys; from huggingface_hub import hf_hub_download; hf_hub_download(*sys.argv[1:])"
+    )
+    with StandInHub({"someone/Cached-GGUF": {FILE: embedded_path}}) as hub:
+        done = subprocess.run(
+            [sys.executable, "-c", script, "someone/Cached-GGUF", FILE],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_env(hub, charlite_home, HF_HUB_DISABLE_PROGRESS_BARS="1"),
+        )
+    assert done.returncode == 0, done.stderr
+
+
 def test_models_lists_every_source(
     pulled,
     ollama_server,  # noqa: F811 - the fixture imported above
@@ -71,6 +87,7 @@ def test_models_lists_every_source(
 ):
     monkeypatch.setenv("HF_HOME", str(charlite_home.parent / "hf-home"))
     _fake_export(charlite_home, random_adapters[0], embedded_path)
+    _into_hf_cache(embedded_path, charlite_home)
     result = CliRunner().invoke(cli, ["models", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -81,6 +98,9 @@ def test_models_lists_every_source(
     (pull,) = by_source["pulled"]
     assert pull["spec"] == NAME and pull["details"]["repo"] == REPO
     assert pull["size"] == embedded_path.stat().st_size
+    (cached,) = by_source["hf-cache"]
+    assert cached["spec"].startswith("gguf:") and cached["spec"].endswith(FILE)
+    assert cached["details"]["repo"] == "someone/Cached-GGUF"
     assert [e["spec"] for e in by_source["ollama"]] == [f"ollama:{OLLAMA_MODEL}:latest"]
     (export,) = by_source["export"]
     assert export["details"]["character"] == "beethoven"

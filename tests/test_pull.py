@@ -154,6 +154,14 @@ def test_no_file_matching_the_quant(hub, charlite_home):
     _one_line_error(_pull(hub, charlite_home, f"{REPO}:Q8_0"), "no GGUF matching Q8_0", "Q4_1")
 
 
+def test_a_file_bigger_than_the_free_disk_is_refused(hub, charlite_home):
+    hub.claimed_size = 1 << 60  # an exabyte: no disk has room
+    result = _pull(hub, charlite_home, REPO)
+    _one_line_error(result, "not enough disk space", "CHARLITE_HOME")
+    assert not [r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]]
+    _no_model_left(charlite_home)
+
+
 def test_offline_is_one_line(hub, charlite_home):
     result = _pull(hub, charlite_home, REPO, HF_HUB_OFFLINE="1")
     _one_line_error(result, "HF_HUB_OFFLINE")
