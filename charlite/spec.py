@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from charlite.errors import ModelError, SpecError
+from charlite.pull import CURATED
 from charlite.pulled import find_pulled
 
 Kind = Literal["embedded", "gguf", "ollama", "openai", "hf"]
@@ -83,6 +84,8 @@ def parse_spec(text: str) -> ModelSpec:
     pulled = find_pulled(text)  # a model fetched with `charlite pull`, by its short name
     if pulled is not None:
         return ModelSpec("gguf", str(pulled.path))
+    if any(c.name == text.lower() for c in CURATED):
+        raise SpecError(f"'{text}' is not pulled yet", hint=f"run: charlite pull {text.lower()}")
     raise SpecError(
         f"unknown model spec '{text}'",
         hint="use embedded, a pulled model's name (charlite models), gguf:PATH (or a .gguf "

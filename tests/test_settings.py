@@ -58,6 +58,7 @@ def test_every_key_has_an_env_name_and_a_valid_default():
         ("temperature", "hot", "must be a number"),
         ("knowledge", "sometimes", "auto, always, off"),
         ("model", "nonsense-model", "unknown model spec"),
+        ("model", "qwen2.5-3b", "not pulled yet; run: charlite pull qwen2.5-3b"),
         ("threads", "0", "must be at least 1"),
     ],
 )
