@@ -294,5 +294,6 @@ def switch_character(
         params=session.params,
         model_label=resolved.label,
         use_persona_cache=session.use_persona_cache,
+        trim=session.trim,
     )
     return new, how
