@@ -18,6 +18,7 @@ from charlite.errors import CharliteError
 from charlite.history import History
 from charlite.persona_cache import PersonaCache
 from charlite.profile import Profile, Scene
+from charlite.trim import trim_incomplete
 from charlite.voices import resolve_model
 
 TRIM_TARGET = 0.6  # after trimming, the history fills at most this share of its budget
@@ -39,6 +40,8 @@ class ChatSession:
         user_name: str | None = None,
         model_label: str | None = None,
         use_persona_cache: bool = True,
+        new_session_id: str | None = None,
+        trim: bool = True,
     ):
         self.profile = profile
         self.backend = backend
@@ -48,6 +51,9 @@ class ChatSession:
         self.user_name = user_name
         self.model_label = model_label or backend.describe()
         self.use_persona_cache = use_persona_cache
+        self.trim = trim
+        self.last_cut = False  # whether the last reply was cut by the token limit
+        self.last_reply = ""  # the last reply as shown (trimmed when cut, unless trim is off)
         self.turns: list[roleplay.Turn] = []
         self._first_kept = 0
         if session_id and history:
@@ -73,7 +79,11 @@ class ChatSession:
             self.scene = scene or profile.default_scene
             self.session_id = (
                 history.new_session(
-                    profile.slug, self.model_label, self.scene.location, self.scene.status
+                    profile.slug,
+                    self.model_label,
+                    self.scene.location,
+                    self.scene.status,
+                    sid=new_session_id,
                 )
                 if history
                 else None
@@ -134,23 +144,38 @@ class ChatSession:
         if self.history and self.session_id:
             self.history.add_turn(self.session_id, "user", self.user_name or "", text)
         pieces: list[str] = []
+        reason = None
+        self.last_cut = False
+        self.last_reply = ""
         try:
             for delta in self.backend.stream(self.messages(), self.params):
                 pieces.append(delta.text)
+                reason = delta.finish_reason or reason
                 yield delta
         finally:
-            reply = "".join(
-                pieces
-            )  # kept as generated: the next prompt must repeat it byte for byte
+            # What was shown is what the history keeps and the next prompt repeats: the raw
+            # text, or (cut by the token limit) the text up to its last full sentence.
+            reply = "".join(pieces)
+            self.last_cut = reason == "length"
+            if self.last_cut and self.trim:
+                reply = trim_incomplete(reply)
+            self.last_reply = reply
             if reply.strip():
                 self.turns.append(roleplay.Turn(self.profile.short_name, reply, "speaking"))
                 if self.history and self.session_id:
                     self.history.add_turn(
-                        self.session_id, "assistant", self.profile.short_name, reply
+                        self.session_id,
+                        "assistant",
+                        self.profile.short_name,
+                        reply,
+                        cut=self.last_cut,
                     )
 
     def reply(self, text: str) -> str:
-        return "".join(d.text for d in self.stream(text)).strip()
+        """The reply to ``text`` as shown (trimmed to its last full sentence when cut)."""
+        for _ in self.stream(text):
+            pass
+        return self.last_reply.strip()
 
     def spoken(self, reply: str) -> str:
         """The words said aloud, or the whole reply when it has no speaking part."""
@@ -208,5 +233,6 @@ def switch_character(
         params=session.params,
         model_label=resolved.label,
         use_persona_cache=session.use_persona_cache,
+        trim=session.trim,
     )
     return new, how

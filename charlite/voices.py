@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from charlite import settings
 from charlite.backends import Backend, get_backend
+from charlite.backends.base import DEFAULT_CTX
 from charlite.backends.llamacpp import LlamaCppBackend
 from charlite.files import read_json
 from charlite.home import CharacterPaths
@@ -34,10 +36,16 @@ class ResolvedModel:
     lora: Path | None = None
     path: Path | None = None
 
-    def backend(self, verbose: bool = False) -> Backend:
+    def backend(self, verbose: bool = False, n_ctx: int | None = None) -> Backend:
         if self.path is not None:
-            return LlamaCppBackend(self.spec, path=self.path, lora=self.lora, verbose=verbose)
-        return get_backend(self.spec, lora=self.lora, verbose=verbose)
+            return LlamaCppBackend(
+                self.spec,
+                path=self.path,
+                lora=self.lora,
+                n_ctx=n_ctx or DEFAULT_CTX,
+                verbose=verbose,
+            )
+        return get_backend(self.spec, lora=self.lora, n_ctx=n_ctx, verbose=verbose)
 
 
 def resolve_model(
@@ -46,7 +54,8 @@ def resolve_model(
     """The model a chat with ``profile`` uses.
 
     An explicit ``--model`` wins. Otherwise the character's newest export (adapter over its
-    base, or a merged file) when one exists, else the embedded model in prompted mode.
+    base, or a merged file) when one exists and ``prompted`` is off, else the default model
+    (the ``model`` setting: environment, config file, built-in ``embedded``) in prompted mode.
     """
     if model:
         spec = parse_spec(model)
@@ -56,7 +65,11 @@ def resolve_model(
         found = newest_export_model(profile)
         if found is not None:
             return found
-    return ResolvedModel(parse_spec("embedded"), True, "embedded (prompted)")
+    default = settings.resolve("model")
+    spec = parse_spec(default.value)
+    note = "" if default.source == "default" else f", from {default.source}"
+    # the label keeps the name the user gave (a pulled model's short name, not its path)
+    return ResolvedModel(spec, True, f"{default.value} (prompted{note})")
 
 
 def export_manifests(slug: str) -> list[tuple[Path, dict[str, Any]]]:

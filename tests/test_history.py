@@ -31,7 +31,7 @@ def test_migrations_recorded_once(charlite_home):
         h.close()
     db = _raw(charlite_home / "history.sqlite")
     rows = db.execute("SELECT name, applied_at FROM _migrations").fetchall()
-    assert [r[0] for r in rows] == ["001_sessions_and_turns"]
+    assert [r[0] for r in rows] == [name for name, _ in MIGRATIONS]
     assert rows[0][1] > 0
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"sessions", "turns", "_migrations"} <= tables

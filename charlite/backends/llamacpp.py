@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from charlite import settings
 from charlite.backends.base import DEFAULT_CTX, Backend, Completion, Delta, GenParams, Messages
 from charlite.errors import ModelError, PromptTooLongError
 from charlite.gguf import check_adapter_matches_base, check_gguf
@@ -70,11 +71,8 @@ def _silence_llama_log() -> None:
 
 
 def default_threads() -> int:
-    """llama.cpp threads: ``CHARLITE_THREADS`` if set, else every core."""
-    env = os.environ.get("CHARLITE_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, os.cpu_count() or 2)
+    """llama.cpp threads: the ``threads`` setting (``CHARLITE_THREADS``, config), else every core."""
+    return settings.value("threads") or max(1, os.cpu_count() or 2)
 
 
 def load_llama(

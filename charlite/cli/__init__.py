@@ -32,6 +32,10 @@ COMMANDS: dict[str, str] = {
     "eval": "charlite.cli.eval:eval_",
     "serve": "charlite.cli.serve:serve",
     "doctor": "charlite.cli.doctor:doctor",
+    "pull": "charlite.cli.pull:pull",
+    "models": "charlite.cli.models:models",
+    "config": "charlite.cli.config:config",
+    "history": "charlite.cli.history:history",
 }
 
 HELP = {
@@ -49,6 +53,10 @@ HELP = {
     "eval": "Judge interview results.",
     "serve": "Serve characters over an OpenAI-compatible API.",
     "doctor": "What this machine can do: GPU, Unsloth, Ollama, models.",
+    "pull": "Download a GGUF from the Hugging Face Hub (resumable, verified).",
+    "models": "Every model charlite can use here: embedded, pulled, HF cache, Ollama, exports.",
+    "config": "Defaults: chat model, teacher, judge, interviewer, chat settings, threads.",
+    "history": "Chat sessions: list them, show or export one.",
 }
 
 

@@ -74,7 +74,20 @@ def show(name: str) -> None:
     )
     from charlite.voices import resolve_model
 
-    out.print(f"chat model: {resolve_model(p).label}")
+    resolved = resolve_model(p)
+    out.print(f"chat model: {resolved.label}", markup=False)
+    if not resolved.prompted:
+        out.print(
+            "            (the newest export wins over the default model; "
+            "--prompted uses the default model with the profile instead)",
+            markup=False,
+        )
+    else:
+        out.print(
+            "            (the default model, prompted with the profile: "
+            "'charlite config set model SPEC' changes it; a trained export would win)",
+            markup=False,
+        )
     data, runs, exports = _artifacts(p.slug)
     out.print(f"datasets:  {_cell(data)}")
     out.print(f"runs:      {_cell(runs)}")

@@ -9,6 +9,7 @@ import click
 from charlite import characters as registry
 from charlite.cli.complete import complete_character, complete_model_spec
 from charlite.cli.output import console, verbose
+from charlite.cli.settings_option import SettingOption
 from charlite.errors import CharliteError
 
 SLASH_HELP = """\
@@ -27,71 +28,142 @@ SLASH_HELP = """\
 @click.option(
     "--model",
     "model",
+    cls=SettingOption,
+    setting="model",
     metavar="SPEC",
     shell_complete=complete_model_spec,
-    help="embedded, gguf:PATH, ollama:TAG, openai:MODEL@URL.",
+    help="embedded, gguf:PATH, a pulled model's name, ollama:TAG, openai:MODEL@URL "
+    "(default: the newest export, else this, prompted).",
 )
 @click.option(
     "--prompted",
     is_flag=True,
     help="Use the base model with the profile in the prompt, even if a trained export exists.",
 )
-@click.option("--session", "session_id", metavar="ID", help="Continue an earlier session.")
+@click.option(
+    "--session",
+    "session_id",
+    metavar="ID",
+    help="Continue this session, or start one with this name if none exists.",
+)
+@click.option(
+    "-c", "--continue", "continue_", is_flag=True, help="Continue the character's latest session."
+)
 @click.option("--location", help="Where the scene takes place.")
 @click.option("--status", help="What is going on in the scene.")
 @click.option(
     "--show-thoughts", is_flag=True, help="Show the character's (thinking) lines, dimmed."
 )
 @click.option("--seed", type=int, help="Sampling seed, for repeatable replies.")
-@click.option("--temperature", type=float, help="Sampling temperature (default 0.7).")
-@click.option("--max-tokens", type=int, help="Longest reply in tokens (default 200).")
+@click.option(
+    "--temperature",
+    cls=SettingOption,
+    setting="temperature",
+    type=float,
+    help="Sampling temperature.",
+)
+@click.option(
+    "--max-tokens",
+    cls=SettingOption,
+    setting="max-tokens",
+    type=int,
+    help="Longest reply in tokens.",
+)
+@click.option(
+    "--context", cls=SettingOption, setting="context", type=int, help="Context size in tokens."
+)
+@click.option(
+    "--trim/--no-trim",
+    default=True,
+    show_default=True,
+    help="Trim a reply cut by --max-tokens to its last full sentence (--no-trim: keep it raw).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Do not print the session id on stderr.")
 def chat(
     name,
     message,
     model,
     prompted,
     session_id,
+    continue_,
     location,
     status,
     show_thoughts,
     seed,
     temperature,
     max_tokens,
+    context,
+    trim,
+    quiet,
 ):
-    """Talk with a character (default: the embedded model, prompted with the profile)."""
+    """Talk with a character (default: its newest export, else the default model prompted).
+
+    With -m or standard input, the session id goes to stderr ("session: ID"), so a script can
+    continue the conversation with --session ID or -c.
+    """
+    from charlite import settings
     from charlite.chat import CHAT_PARAMS, ChatSession, resolve_model
-    from charlite.history import History
+    from charlite.history import History, history_exists
+    from charlite.home import charlite_home, check_name, ensure_dir
     from charlite.profile import Scene
 
+    if session_id is not None and continue_:
+        raise CharliteError("use --session ID or --continue, not both")
+    if session_id is not None:
+        check_name(session_id, "session name")
+    temperature = settings.value("temperature", temperature)
+    max_tokens = settings.value("max-tokens", max_tokens)
+    context = settings.value("context", context)
     profile = registry.get_profile(name)
     scene = None
     if location or status:
         base = profile.default_scene
         scene = Scene(location=location or base.location, status=status or base.status)
     resolved = resolve_model(profile, model, prompted)
-    history = History()
-    if session_id:
-        history.session(session_id)  # an unknown session fails before the model loads
-    backend = resolved.backend(verbose=verbose())
+    # Check the session, then load the model, and only then create the history file: a chat
+    # that fails on its input leaves nothing behind.
+    ensure_dir(charlite_home())  # an unusable CHARLITE_HOME fails before the model loads
+    existing = None
+    if history_exists():
+        with History() as peek:
+            if session_id is not None:
+                existing = peek.find(session_id)
+                if existing is not None and existing.character != profile.slug:
+                    raise CharliteError(
+                        f"session '{session_id}' is a chat with '{existing.character}', "
+                        f"not '{profile.slug}'"
+                    )
+            elif continue_:
+                existing = peek.latest(profile.slug)
+    backend = resolved.backend(verbose=verbose(), n_ctx=context)
     params = CHAT_PARAMS.with_(seed=seed, temperature=temperature, max_tokens=max_tokens)
+    history = History()
     session = ChatSession(
         profile,
         backend,
         prompted=resolved.prompted,
         history=history,
-        session_id=session_id,
+        session_id=existing.id if existing else None,
+        new_session_id=session_id if existing is None else None,
         scene=scene,
         params=params,
         model_label=resolved.label,
+        trim=trim,
     )
-    if message is not None:
-        _answer(session, message, show_thoughts)
-    elif sys.stdin.isatty():
+    if message is None and sys.stdin.isatty():
         _interactive(session, show_thoughts)
     else:
-        for line in sys.stdin:
+        # the session line follows the first reply, so a chat that fails prints only its error
+        announce = not quiet
+        lines = [message] if message is not None else (line.strip() for line in sys.stdin)
+        for line in lines:
             if line.strip():
-                _answer(session, line.strip(), show_thoughts)
+                _answer(session, line, show_thoughts)
+                if announce:
+                    click.echo(f"session: {session.session_id}", err=True)
+                    announce = False
+        if announce:
+            click.echo(f"session: {session.session_id}", err=True)
     history.close()
 
 
@@ -144,13 +216,18 @@ def _interactive(session, show_thoughts: bool) -> None:
         try:  # a Ctrl-C from the moment the label shows stops this reply, never the session
             out.print(f"[bold magenta]{p.short_name}>[/bold magenta] ", end="")
             stream = session.stream(text)
+            printed = 0  # characters of the reply already printed (whole lines)
             for delta in stream:
                 pending += delta.text
                 # print complete lines as they come, each styled by its marker
                 while "\n" in pending:
                     line, pending = pending.split("\n", 1)
                     _print_line(out, line, show_thoughts, p.short_name)
+                    printed += len(line) + 1
                     out.print("   ", end="")
+            if session.last_cut and session.trim:
+                # cut by the token limit: the last line ends at the reply's last full sentence
+                pending = session.last_reply[printed:]
             _print_line(out, pending, show_thoughts, p.short_name)
         except KeyboardInterrupt:
             if stream is not None:

@@ -36,8 +36,13 @@ def doctor(as_json: bool, quick: bool) -> None:
             deep=not quick, progress=lambda name: status.update(f"checking {name}…")
         )
     works = checks_mod.chat_works(checks)
+    from charlite.settings import effective
+
+    settings_rows = effective()
     if as_json:
-        click.echo(json.dumps(checks_mod.as_json(checks), indent=2))
+        data = checks_mod.as_json(checks)
+        data["settings"] = [{"key": k, "value": v, "source": src} for k, v, src, _ in settings_rows]
+        click.echo(json.dumps(data, indent=2))
     else:
         table = Table(title="charlite doctor")
         for col in ("check", "status", "detail", "fix"):
@@ -46,6 +51,12 @@ def doctor(as_json: bool, quick: bool) -> None:
             table.add_row(c.name, STYLE.get(c.status, c.status), c.detail, c.fix or "")
         out = console()
         out.print(table)
+        defaults = Table(title="settings (flag > env > config file > default)")
+        for col in ("key", "value", "from"):
+            defaults.add_column(col, overflow="fold")
+        for key, value, source, _ in settings_rows:
+            defaults.add_row(key, str(value), source)
+        out.print(defaults)
         if works:
             out.print("[green]chat works[/green] (charlite chat NAME)")
         else:

@@ -8,6 +8,7 @@ import click
 
 from charlite.cli.complete import complete_model_spec
 from charlite.cli.output import console, verbose, warn
+from charlite.cli.settings_option import SettingOption
 
 
 @click.command(name="eval")
@@ -15,11 +16,11 @@ from charlite.cli.output import console, verbose, warn
 @click.option(
     "--judge",
     "judge_spec",
+    cls=SettingOption,
+    setting="judge",
     shell_complete=complete_model_spec,
     metavar="SPEC",
-    default="embedded",
-    show_default=True,
-    help="The judge model: embedded, gguf:PATH, ollama:TAG, openai:MODEL@URL.",
+    help="The judge model: embedded, gguf:PATH, a pulled model's name, ollama:TAG, openai:MODEL@URL.",
 )
 @click.option("--no-judge", is_flag=True, help="Only the deterministic checks; no judge model.")
 @click.option(
@@ -69,9 +70,11 @@ def eval_(results, judge_spec, no_judge, limit, report_dir, character, attempts,
     judgements: list[dict] = []
     judge_name = None
     if not no_judge:
+        from charlite import settings
         from charlite.backends import get_backend
         from charlite.eval.judge import JUDGE_PARAMS, Judge
 
+        judge_spec = settings.value("judge", judge_spec)
         backend = get_backend(judge_spec, verbose=verbose())
         judge = Judge(
             backend, params=JUDGE_PARAMS.with_(max_tokens=max_tokens), attempts=attempts, seed=seed

@@ -6,17 +6,18 @@ import click
 
 from charlite.cli.complete import complete_character, complete_dataset, complete_model_spec
 from charlite.cli.output import console, warn
+from charlite.cli.settings_option import SettingOption
 
 
 @click.command()
 @click.argument("name", shell_complete=complete_character)
 @click.option(
     "--teacher",
+    cls=SettingOption,
+    setting="teacher",
     shell_complete=complete_model_spec,
-    default="embedded",
-    show_default=True,
     metavar="SPEC",
-    help="embedded, gguf:PATH, ollama:TAG or openai:MODEL@URL.",
+    help="embedded, gguf:PATH, a pulled model's name, ollama:TAG or openai:MODEL@URL.",
 )
 @click.option(
     "--scenes",
@@ -63,6 +64,8 @@ from charlite.cli.output import console, warn
 )
 @click.option(
     "--threads",
+    cls=SettingOption,
+    setting="threads",
     type=click.IntRange(1, 256),
     help="CPU threads of a local teacher (default: all cores but one).",
 )
@@ -86,8 +89,12 @@ def generate(
     is generated.
     """
     from charlite import characters as registry
+    from charlite import settings
     from charlite.experience.pipeline import GenerateOptions, Generator
 
+    if teacher is None or teacher.strip() != "profile":
+        teacher = settings.value("teacher", teacher)
+    threads = settings.value("threads", threads)
     profile = registry.get_profile(name)
     options = GenerateOptions(
         teacher=teacher,

@@ -8,6 +8,7 @@ import click
 
 from charlite.cli.complete import complete_character, complete_model_spec
 from charlite.cli.output import console, verbose
+from charlite.cli.settings_option import SettingOption
 
 
 @click.command()
@@ -15,9 +16,11 @@ from charlite.cli.output import console, verbose
 @click.option(
     "--model",
     "model",
+    cls=SettingOption,
+    setting="model",
     shell_complete=complete_model_spec,
     metavar="SPEC",
-    help="embedded, gguf:PATH, ollama:TAG, openai:MODEL@URL (default: the newest export, else the embedded model prompted).",
+    help="embedded, gguf:PATH, a pulled model's name, ollama:TAG, openai:MODEL@URL (default: the newest export, else this, prompted).",
 )
 @click.option(
     "--prompted",
@@ -40,6 +43,8 @@ from charlite.cli.output import console, verbose
 @click.option(
     "--interviewer",
     "interviewer_spec",
+    cls=SettingOption,
+    setting="interviewer",
     shell_complete=complete_model_spec,
     metavar="SPEC",
     help="Model that asks the follow-ups (default: the interviewee's).",
@@ -99,13 +104,14 @@ def interview(
     """Interview a character with a question set and write a results file for 'charlite eval'."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from charlite import characters
+    from charlite import characters, settings
     from charlite.backends import get_backend
     from charlite.errors import InterruptedByUser
     from charlite.eval import interview as iv
     from charlite.eval.questions import fact_questions, questions_for
     from charlite.voices import resolve_model
 
+    interviewer_spec = settings.value("interviewer", interviewer_spec)
     profile = characters.get_profile(name)
     questions, source = questions_for(profile.slug, questions_file)
     if facts and not turns:

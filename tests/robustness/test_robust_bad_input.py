@@ -276,10 +276,10 @@ def test_path_names_are_refused(tmp_path, charlite_home, seeded, command):
 
 
 def test_session_ids_that_are_not_sessions(charlite_home, seeded):
-    """--session is looked up, never used as a path or spliced into SQL."""
-    for sid in ["../../history", "'; DROP TABLE turns; --", "a/b", "x" * 5000]:
+    """--session is a checked name, never used as a path or spliced into SQL."""
+    for sid in ["../../history", "'; DROP TABLE turns; --", "a/b", "x" * 5000, "a\n", ""]:
         out = invoke("chat", "beethoven", "--session", sid, "-m", "hi")
-        _check(out, charlite_home, seeded, "no chat session")
+        _check(out, charlite_home, seeded, "invalid session name")
 
 
 # -------------------------------------------------------------------------------------------
