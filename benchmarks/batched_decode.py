@@ -6,7 +6,13 @@ is what a single-sequence engine does. Every request has its own seed and temper
 ways produce the same tokens; tokens/s counts generated tokens over the wall time, prompts
 included. Goal: >= 2.0. Prints `batched_decode: RATIO` last.
 
+How much a batch gains depends on llama.cpp's CPU kernels for the weights' type: Q4_0, IQ4_NL
+and Q4_K weights are repacked for multi-row matrix products, while Q4_1 (the embedded model)
+is multiplied one row at a time, so its decode steps cost nearly in proportion to the rows.
+``--model gguf:PATH`` measures another GGUF.
+
     .venv/bin/python benchmarks/batched_decode.py [--parallel 4] [--tokens 96] [--reps 3]
+        [--model SPEC]
 """
 
 from __future__ import annotations
@@ -40,13 +46,14 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--tokens", type=int, default=96)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--model", default="embedded", help="model spec (default: embedded)")
     args = ap.parse_args()
     private_home()
 
     from charlite.backends import GenParams, get_backend
     from charlite.backends.batching import BatchRequest
 
-    backend = get_backend("embedded")
+    backend = get_backend(args.model)
     engine = backend.batching(args.parallel)
     requests = []
     for i in range(args.parallel):

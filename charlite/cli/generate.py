@@ -42,7 +42,7 @@ from charlite.cli.output import console, warn
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Parallel requests to an HTTP teacher.",
+    help="Parallel requests to an HTTP teacher; sequences decoded together by a local one.",
 )
 @click.option(
     "--dataset",

@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from charlite import __version__, roleplay
-from charlite.backends.base import Backend, GenParams
+from charlite.backends.base import Backend, Batching, GenParams
 from charlite.errors import BackendError, CharliteError, DataError, InterruptedByUser
 from charlite.experience import prompts
 from charlite.experience.dataset import Dataset, now
@@ -665,11 +665,15 @@ class Generator:
                 self.backend = self._make_backend()
                 try:
                     if self.workers > 1 and self.spec.is_local_gguf:
-                        self.notes.append(
-                            "the llama.cpp teacher runs one request at a time; --workers "
-                            "applies to HTTP teachers (openai:, ollama:)"
-                        )
-                        self.workers = 1
+                        if isinstance(self.backend, Batching):
+                            # N sequences decode together on the one loaded model
+                            self.backend.enable_batching(self.workers)
+                        else:
+                            self.notes.append(
+                                "this teacher runs one request at a time; --workers "
+                                "applies to HTTP and llama.cpp teachers"
+                            )
+                            self.workers = 1
                     self._preflight(self.backend)
                     return self._run_locked(manifest, started)
                 finally:

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from charlite import __version__
 from charlite import characters as registry
-from charlite.backends import Backend
+from charlite.backends import Backend, Batching
 from charlite.chat import ResolvedModel, resolve_model
 from charlite.errors import CharliteError, NotFoundError
 from charlite.profile import Profile
@@ -36,9 +36,12 @@ from charlite.serve.thoughts import ThoughtFilter
 class Models:
     """Characters and the backends that voice them, loaded once and shared between requests."""
 
-    def __init__(self, model: str | None = None, prompted: bool = False):
+    def __init__(
+        self, model: str | None = None, prompted: bool = False, parallel: int | None = None
+    ):
         self.model = model
         self.prompted = prompted
+        self.parallel = parallel  # sequences decoded together; None: CHARLITE_PARALLEL/default
         self._backends: dict[tuple, Backend] = {}
         self._lock = threading.Lock()
 
@@ -66,7 +69,11 @@ class Models:
         key = (str(resolved.spec), str(resolved.path), str(resolved.lora))
         with self._lock:
             if key not in self._backends:
-                self._backends[key] = resolved.backend()
+                backend = resolved.backend()
+                if isinstance(backend, Batching):
+                    # concurrent clients decode together in the model's shared batch
+                    backend.enable_batching(self.parallel)
+                self._backends[key] = backend
             return self._backends[key]
 
     def listing(self) -> list[dict[str, Any]]:
@@ -100,13 +107,16 @@ def _error(exc: APIError) -> JSONResponse:
 
 
 def create_app(
-    api_key: str | None = None, model: str | None = None, prompted: bool = False
+    api_key: str | None = None,
+    model: str | None = None,
+    prompted: bool = False,
+    parallel: int | None = None,
 ) -> FastAPI:
     """The API app. ``model`` (a spec) overrides every character's model; see :func:`resolve_model`."""
     app = FastAPI(
         title="charlite", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
     )
-    models = Models(model, prompted)
+    models = Models(model, prompted, parallel)
     app.state.models = models
 
     @app.exception_handler(APIError)
