@@ -181,21 +181,24 @@ def test_a_prompt_too_long_fails_alone(backend):
 @pytest.mark.slow
 def test_closing_a_stream_frees_its_slot(backend):
     engine = backend.batching(4)
+    cancelled = engine.cancelled
     long = GenParams(temperature=0.0, max_tokens=400)
-    handles = [backend.submit(_messages(q), long) for q, _ in QUESTIONS[:4]]
-    assert engine.busy() == 4
+    stories = [QUESTIONS[i][0] for i in (1, 4, 1, 4)]
+    handles = [backend.submit(_messages(q), long.with_(seed=i)) for i, q in enumerate(stories)]
     waiting = backend.submit(_messages("Say hello."), GenParams(temperature=0.0, max_tokens=6))
     for h in handles:
         stream = iter(h)
         next(stream)
         stream.close()  # the client went away
-    done = waiting.result()  # took a freed slot long before the 400-token neighbours could end
+    done = waiting.result()  # took a freed slot long before 400-token neighbours could end
     assert done.text and done.finish_reason in ("stop", "length")
     deadline = time.monotonic() + 10
     while engine.busy() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert engine.busy() == 0
-    assert {h.finish_reason for h in handles} == {"cancelled"}
+    assert [h.finish_reason for h in handles] == ["cancelled"] * 4
+    assert engine.cancelled == cancelled + 4
+    assert all(h.completion_tokens < 100 for h in handles)
 
 
 @pytest.mark.slow
@@ -215,3 +218,58 @@ def test_stop_strings_and_adapters(backend, random_adapters):
     out = adapted.complete_many([(_messages("Say hello."), params, None)] * 2)
     assert [c.text for c in out] == [expect.text] * 2
     assert backend.submit(_messages("Say hello."), params).result().text != expect.text
+
+
+# -- users of the batch ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_serve_answers_concurrent_clients_from_the_batch():
+    import threading
+
+    import httpx
+
+    from charlite.serve.app import create_app
+    from charlite.serve.server import serve_in_thread
+
+    app = create_app(parallel=3)
+
+    def body(question: str, tokens: int) -> dict:
+        return {
+            "model": "beethoven",
+            "messages": [{"role": "user", "content": question}],
+            "stream": True,
+            "max_tokens": tokens,
+            "temperature": 0.0,
+            "charlite": {"prompted": True},
+        }
+
+    with serve_in_thread(app) as url, httpx.Client(timeout=300) as client:
+        texts: dict[int, str] = {}
+
+        def ask(i: int) -> None:
+            parts = []
+            with client.stream(
+                "POST", f"{url}/chat/completions", json=body(QUESTIONS[i][0], 12)
+            ) as r:
+                assert r.status_code == 200
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        chunk = json.loads(line[6:])
+                        for choice in chunk.get("choices") or []:
+                            parts.append(choice["delta"].get("content") or "")
+            texts[i] = "".join(parts)
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(texts[i].strip() for i in range(3))
+        (backend,) = app.state.models._backends.values()
+        engine = backend.batching()
+        assert engine.parallel == 3 and engine.busy() == 0
+        # the same question alone streams the same greedy text as among the others
+        among_others = texts[1]
+        ask(1)
+        assert texts[1] == among_others

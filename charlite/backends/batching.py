@@ -277,6 +277,7 @@ class BatchEngine:
         self.adapter: str | None = None
         self.evaluated = 0  # tokens through llama_decode (benchmarks, tests)
         self.decode_seconds = 0.0
+        self.cancelled = 0  # requests dropped by their caller (a client that hung up)
         self.steps = 0
         self._waiting: list[Handle] = []
         self._cv = threading.Condition()
@@ -365,6 +366,7 @@ class BatchEngine:
             self._waiting[:] = [h for h in self._waiting if not h.cancelled]
         for h in gone:
             h.finish_reason = "cancelled"
+            self.cancelled += 1
             h._put(None)
         for slot in self.slots:
             if slot.handle is not None and slot.handle.cancelled:
@@ -648,7 +650,9 @@ class BatchEngine:
             handle._put(error)
             return
         handle.finish_reason = reason
-        if reason != "cancelled":
+        if reason == "cancelled":
+            self.cancelled += 1
+        else:
             handle._put(Delta("", reason))
         handle._put(None)
 

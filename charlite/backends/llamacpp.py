@@ -415,13 +415,15 @@ class LlamaCppBackend(Backend):
                 raise ModelError(f"{self.path.name} has no chat template")
             model = self.llm._model
             eos, bos = self.llm.token_eos(), self.llm.token_bos()
-            self._formatter = llama_chat_format.Jinja2ChatFormatter(
+            formatter = llama_chat_format.Jinja2ChatFormatter(
                 template=template,
                 eos_token=model.token_get_text(eos) if eos != -1 else "",
                 bos_token=model.token_get_text(bos) if bos != -1 else "",
                 stop_token_ids=[eos],
             )
+            # _bos first: another thread may read both once _formatter is set
             self._bos = [bos] if bos != -1 and model.add_bos_token() else []
+            self._formatter = formatter
         text = self._formatter(messages=list(messages)).prompt
         return self._bos + self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 

@@ -198,7 +198,7 @@ def create_app(
         job = await run_in_threadpool(_prepare, models, req)
         if req.stream:
             return StreamingResponse(
-                _stream(job),
+                _until_disconnected(request, _stream(job)),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -262,6 +262,37 @@ def _complete(job: _Job) -> dict[str, Any]:
         done.finish_reason,
         protocol.usage(prompt_tokens, completion_tokens),
     )
+
+
+_DONE = object()
+
+
+async def _until_disconnected(request: Request, chunks: Iterator[str]):
+    """Stream ``chunks`` (made in a worker thread) until they end or the client hangs up.
+
+    A watcher waits for the client's ``http.disconnect`` (``request.is_disconnected()`` cannot
+    see it behind an HTTP middleware); a client that went away closes the generator at once,
+    which cancels its sequence in the model's batch and frees the slot for a waiting request.
+    """
+    import asyncio
+
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            await asyncio.sleep(0.05)  # a replayed body message: do not spin
+        gone.set()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        while not gone.is_set():
+            chunk = await run_in_threadpool(next, chunks, _DONE)
+            if chunk is _DONE:
+                return
+            yield chunk
+    finally:
+        watcher.cancel()
+        chunks.close()
 
 
 def _sse(data: dict[str, Any] | str) -> str:
