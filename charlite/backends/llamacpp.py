@@ -19,6 +19,8 @@ from charlite.gguf_check import check_gguf
 from charlite.spec import ModelSpec
 
 DEFAULT_CTX = 2048
+STASH_ENTRIES = 4  # adapters whose evaluated state is kept across hot-swaps
+STASH_MAX_BYTES = 256 * 1024**2
 _LOADED: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
@@ -157,6 +159,7 @@ def _free_adapters(llm) -> None:
             llama_cpp.llama_adapter_lora_free(adapter)
     llm._charlite_adapters.clear()
     llm._charlite_active = None
+    llm.__dict__.pop("_charlite_stash", None)
 
 
 class LlamaCppBackend(Backend):
@@ -229,6 +232,7 @@ class LlamaCppBackend(Backend):
         want = str(self.lora) if self.lora else None
         if self.llm._charlite_active == want:
             return
+        self._stash_kv()
         if want is None:
             rc = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
         else:
@@ -239,6 +243,33 @@ class LlamaCppBackend(Backend):
             raise ModelError(f"llama.cpp could not apply the adapter {want}")
         self.llm._charlite_active = want
         self.llm.reset()  # the cached KV was computed with other weights
+        self._unstash_kv(want)
+
+    def _stash_kv(self) -> None:
+        """Keep the evaluated state of the adapter being switched away from (a few, bounded).
+
+        Switching back (``/switch``, ``serve`` alternating characters) then restores it and
+        evaluates only what is new, instead of the whole prompt under the new weights.
+        """
+        n = int(self.llm.n_tokens)
+        if not n:
+            return
+        stash = self.llm.__dict__.setdefault("_charlite_stash", {})
+        key = self.llm._charlite_active
+        stash.pop(key, None)
+        state = self._state_bytes()
+        if len(state) > STASH_MAX_BYTES:
+            return
+        stash[key] = (self.llm.input_ids[:n].tolist(), state)
+        while len(stash) > STASH_ENTRIES or sum(len(v[1]) for v in stash.values()) > (
+            STASH_MAX_BYTES
+        ):
+            stash.pop(next(iter(stash)))
+
+    def _unstash_kv(self, key: str | None) -> None:
+        entry = self.llm.__dict__.get("_charlite_stash", {}).pop(key, None)
+        if entry is not None:
+            self._restore(*entry)
 
     # -- generation -----------------------------------------------------------------------------
 
