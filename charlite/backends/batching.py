@@ -308,6 +308,10 @@ class BatchEngine:
                 out.append(exc)
         return out
 
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
     def busy(self) -> int:
         """Requests decoding or waiting."""
         with self._cv:

@@ -368,7 +368,11 @@ class LlamaCppBackend(Backend):
         """Queue one reply on the batch engine; iterate the handle for deltas (thread-safe)."""
         from charlite.backends import batching
 
-        engine = self._engine or self.batching()
+        engine = self._engine
+        if engine is None or engine.closed:  # resized by another user of the model: rejoin
+            engine = self.batching()
+            if self._engine is not None:
+                self._engine = engine
         messages = list(messages)
         request = batching.BatchRequest(
             tokens=self.prompt_tokens(messages),
