@@ -1,14 +1,19 @@
 """Records per minute of `charlite generate` with --workers 1 against --workers 4.
 
-The teacher is the embedded GGUF behind an OpenAI-compatible endpoint on loopback.
+Default: the embedded teacher in this one process. With --workers 4 the four requests in
+flight decode together in the loaded model's shared batch (continuous batching); --workers 1
+decodes one at a time. Goal: >= 1.8.
+
+--http: the teacher is the embedded GGUF behind an OpenAI-compatible endpoint on loopback.
 llama-cpp-python's server (0.3.x) has no parallel slots: it answers one request at a time. To
 give the endpoint the parallel capacity a vLLM or llama.cpp ``--parallel`` server has, this
-benchmark starts ``--replicas`` llama_cpp.server processes (each with its share of the CPU
-threads) behind a small least-busy proxy. Both settings run against the same endpoint, with the
-same seeds (so the same prompts and, mostly, the same replies), interleaved, after a warm-up;
-the figure is the ratio of the medians.
+variant starts ``--replicas`` llama_cpp.server processes (each with its share of the CPU
+threads) behind a small least-busy proxy.
 
-    .venv/bin/python benchmarks/generate_workers.py [--replicas 4] [--reps 3]
+Both settings run with the same seeds (so the same prompts and, mostly, the same replies),
+interleaved, after a warm-up; the figure is the ratio of the medians.
+
+    .venv/bin/python benchmarks/generate_workers.py [--http [--replicas 4]] [--reps 3]
 """
 
 from __future__ import annotations
@@ -123,7 +128,7 @@ class Proxy:
         self.client.close()
 
 
-def one_run(url: str, workers: int, seed: int, args) -> tuple[float, int]:
+def one_run(teacher: str, workers: int, seed: int, args) -> tuple[float, int]:
     """(records per minute, records) of one fresh generate run."""
     from charlite import characters
     from charlite.experience.pipeline import GenerateOptions, Generator
@@ -133,7 +138,7 @@ def one_run(url: str, workers: int, seed: int, args) -> tuple[float, int]:
         characters._load_cached.cache_clear()
         profile = characters.get_profile("beethoven")
         opts = GenerateOptions(
-            teacher=f"openai:smollm2@{url}", scenes=args.scenes, protective=args.protective,
+            teacher=teacher, scenes=args.scenes, protective=args.protective,
             paragraphs=args.paragraphs, workers=workers, seed=seed, max_attempts=2,
         )  # fmt: skip
         start = time.monotonic()
@@ -143,8 +148,20 @@ def one_run(url: str, workers: int, seed: int, args) -> tuple[float, int]:
     return records / seconds * 60, records
 
 
+def measure(teacher: str, args) -> dict[int, list[float]]:
+    one_run(teacher, args.workers, 999, argparse.Namespace(paragraphs=1, scenes=1, protective=0))
+    rates: dict[int, list[float]] = {1: [], args.workers: []}
+    for rep in range(args.reps):
+        for w in (1, args.workers):
+            rate, n = one_run(teacher, w, rep, args)
+            rates[w].append(rate)
+            print(f"rep {rep} --workers {w}: {n} records, {rate:.2f} records/min", flush=True)
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--http", action="store_true", help="OpenAI-compatible teacher (replicas)")
     ap.add_argument("--replicas", type=int, default=4)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--reps", type=int, default=3)
@@ -156,36 +173,29 @@ def main() -> None:
     from charlite.spec import embedded_model_path
 
     cpus = os.cpu_count() or 2
-    threads = max(1, cpus // args.replicas)
-    with tempfile.TemporaryDirectory() as logdir:
-        replicas = start_replicas(embedded_model_path(), args.replicas, threads, Path(logdir))
-        proxy = Proxy([u for _, u in replicas])
-        try:
-            print(f"{args.replicas} llama_cpp.server replicas x {threads} threads on {cpus} CPUs")
-            one_run(
-                proxy.url,
-                args.workers,
-                999,
-                argparse.Namespace(paragraphs=1, scenes=1, protective=0),
-            )
-            rates: dict[int, list[float]] = {1: [], args.workers: []}
-            for rep in range(args.reps):
-                for w in (1, args.workers):
-                    rate, n = one_run(proxy.url, w, rep, args)
-                    rates[w].append(rate)
-                    print(
-                        f"rep {rep} --workers {w}: {n} records, {rate:.2f} records/min", flush=True
-                    )
-        finally:
-            proxy.close()
-            for proc, _ in replicas:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-            for proc, _ in replicas:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+    if not args.http:
+        print(f"embedded teacher in this process, {cpus} CPUs")
+        rates = measure("embedded", args)
+    else:
+        threads = max(1, cpus // args.replicas)
+        with tempfile.TemporaryDirectory() as logdir:
+            replicas = start_replicas(embedded_model_path(), args.replicas, threads, Path(logdir))
+            proxy = Proxy([u for _, u in replicas])
+            try:
+                print(
+                    f"{args.replicas} llama_cpp.server replicas x {threads} threads on {cpus} CPUs"
+                )
+                rates = measure(f"openai:smollm2@{proxy.url}", args)
+            finally:
+                proxy.close()
+                for proc, _ in replicas:
+                    if proc.poll() is None:
+                        os.killpg(proc.pid, signal.SIGTERM)
+                for proc, _ in replicas:
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
     m1, mw = statistics.median(rates[1]), statistics.median(rates[args.workers])
     print(f"median records/min: --workers 1 {m1:.2f}, --workers {args.workers} {mw:.2f}")
     print(f"generate_workers: {mw / m1:.2f}")

@@ -313,6 +313,30 @@ def check_home() -> Check:
     return Check("CHARLITE_HOME", OK, detail, chat=True)
 
 
+def check_parallel(path: Path | None) -> Check:
+    """How many sequences local models decode together (continuous batching)."""
+    from charlite.backends.batching import ENV_PARALLEL, gguf_kv_bytes_per_token, parallel_setting
+    from charlite.backends.base import DEFAULT_CTX
+
+    per_token = None
+    if path is not None:
+        try:
+            per_token = gguf_kv_bytes_per_token(check_gguf(path).kv)
+        except CharliteError:
+            per_token = None
+    try:
+        n, source = parallel_setting(DEFAULT_CTX, per_token)
+    except CharliteError as exc:
+        return Check("parallel sequences", WARN, exc.message, f"unset {ENV_PARALLEL}")
+    detail = f"{n} ({source}"
+    if per_token:
+        detail += (
+            f"; KV cache {n * DEFAULT_CTX * per_token / 1024**2:.0f} MiB for the embedded model"
+        )
+    detail += f"; {ENV_PARALLEL} sets it)" if source != ENV_PARALLEL else ")"
+    return Check("parallel sequences", OK, detail)
+
+
 def run_checks(deep: bool = True, progress: Callable[[str], None] | None = None) -> list[Check]:
     """Every check, in the order shown. ``deep=False`` skips loading the embedded model."""
 
@@ -333,6 +357,7 @@ def run_checks(deep: bool = True, progress: Callable[[str], None] | None = None)
     checks.append(llama)
     embedded, path = check_embedded()
     checks.append(embedded)
+    checks.append(check_parallel(path))
     if deep:
         step("chat")
         checks.append(check_chat(path, llama.status != FAIL))

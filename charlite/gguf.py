@@ -258,12 +258,22 @@ def file_sha256(path: Path | str, limit: int | None = None) -> str:
 
 
 def tensor_shapes(path: Path | str) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> GGUF dims (ne0 first) of a file that passes :func:`check_gguf`."""
+    """Tensor name -> GGUF dims (ne0 first) of a file that passes :func:`check_gguf`.
+
+    Cached per file version: an adapter hot-swap checks the base's shapes on every switch, and
+    parsing the base's header (its whole vocabulary) costs more than the swap itself.
+    """
     info = check_gguf(path)
-    return {
-        name: tuple(int(d) for d in dims)
-        for name, (dims, _) in read_gguf_header(Path(info.path)).tensors.items()
-    }
+    st = Path(info.path).stat()
+    return dict(_tensor_shapes(info.path, st.st_size, st.st_mtime_ns))
+
+
+@lru_cache(maxsize=32)
+def _tensor_shapes(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return tuple(
+        (name, tuple(int(d) for d in dims))
+        for name, (dims, _) in read_gguf_header(Path(path)).tensors.items()
+    )
 
 
 def check_adapter_matches_base(adapter: Path | str, base: Path | str) -> None:

@@ -8,13 +8,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charlite.backends.base import DEFAULT_CTX, Backend, Completion, Delta, GenParams, Messages
+from charlite.backends.base import (
+    DEFAULT_CTX,
+    Backend,
+    Batching,
+    Completion,
+    Delta,
+    GenParams,
+    Messages,
+)
 from charlite.backends.llamacpp import LlamaCppBackend
 from charlite.backends.ollama import OllamaBackend
 from charlite.errors import SpecError
 from charlite.spec import ModelSpec, parse_spec
 
-__all__ = ["Backend", "Completion", "Delta", "GenParams", "Messages", "get_backend", "parse_spec"]
+__all__ = [
+    "Backend",
+    "Batching",
+    "Completion",
+    "Delta",
+    "GenParams",
+    "Messages",
+    "get_backend",
+    "parse_spec",
+]
 
 
 def get_backend(

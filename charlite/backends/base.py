@@ -6,7 +6,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from charlite.spec import ModelSpec
 
@@ -99,3 +99,22 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+@runtime_checkable
+class Batching(Protocol):
+    """A backend that decodes many requests together on one loaded model (llama.cpp).
+
+    After :meth:`enable_batching`, ``chat``, ``stream`` and ``chat_json`` calls from several
+    threads share decode steps instead of waiting for each other.
+    """
+
+    def enable_batching(self, parallel: int | None = None) -> int:
+        """Route calls through the shared batch; returns the number of parallel sequences."""
+        ...
+
+    def complete_many(
+        self, requests: Sequence[tuple[Messages, GenParams | None, dict[str, Any] | None]]
+    ) -> list[Completion | Exception]:
+        """Replies to many ``(messages, params, schema)``, decoded together, in order."""
+        ...

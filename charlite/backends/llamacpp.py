@@ -19,6 +19,8 @@ from charlite.errors import ModelError, PromptTooLongError
 from charlite.gguf import check_adapter_matches_base, check_gguf
 from charlite.spec import ModelSpec
 
+STASH_ENTRIES = 4  # adapters whose evaluated state is kept across hot-swaps
+STASH_MAX_BYTES = 256 * 1024**2
 _LOADED: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
@@ -134,6 +136,10 @@ def _instrument(llm) -> None:
 def unload_all() -> None:
     with _LOCK:
         for llm in _LOADED.values():
+            engine = getattr(llm, "_charlite_engine", None)
+            if engine is not None:
+                engine.close()
+                llm._charlite_engine = None
             _free_adapters(llm)
             with contextlib.suppress(Exception):
                 llm.close()
@@ -150,6 +156,7 @@ def _free_adapters(llm) -> None:
             llama_cpp.llama_adapter_lora_free(adapter)
     llm._charlite_adapters.clear()
     llm._charlite_active = None
+    llm.__dict__.pop("_charlite_stash", None)
 
 
 class LlamaCppBackend(Backend):
@@ -176,6 +183,9 @@ class LlamaCppBackend(Backend):
         self.lora: Path | None = None
         self.set_adapter(lora)
         self._formatter = None
+        self._engine = None  # a BatchEngine once batching is enabled
+        self._prefix_lens: dict[str, int] = {}
+        self._grammars: dict[str, str] = {}
 
     # -- adapters -------------------------------------------------------------------------------
 
@@ -210,6 +220,7 @@ class LlamaCppBackend(Backend):
         want = str(self.lora) if self.lora else None
         if self.llm._charlite_active == want:
             return
+        self._stash_kv()
         if want is None:
             rc = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
         else:
@@ -220,6 +231,33 @@ class LlamaCppBackend(Backend):
             raise ModelError(f"llama.cpp could not apply the adapter {want}")
         self.llm._charlite_active = want
         self.llm.reset()  # the cached KV was computed with other weights
+        self._unstash_kv(want)
+
+    def _stash_kv(self) -> None:
+        """Keep the evaluated state of the adapter being switched away from (a few, bounded).
+
+        Switching back (``/switch``, ``serve`` alternating characters) then restores it and
+        evaluates only what is new, instead of the whole prompt under the new weights.
+        """
+        n = int(self.llm.n_tokens)
+        if not n:
+            return
+        stash = self.llm.__dict__.setdefault("_charlite_stash", {})
+        key = self.llm._charlite_active
+        stash.pop(key, None)
+        state = self._state_bytes()
+        if len(state) > STASH_MAX_BYTES:
+            return
+        stash[key] = (self.llm.input_ids[:n].tolist(), state)
+        while len(stash) > STASH_ENTRIES or sum(len(v[1]) for v in stash.values()) > (
+            STASH_MAX_BYTES
+        ):
+            stash.pop(next(iter(stash)))
+
+    def _unstash_kv(self, key: str | None) -> None:
+        entry = self.llm.__dict__.get("_charlite_stash", {}).pop(key, None)
+        if entry is not None:
+            self._restore(*entry)
 
     # -- generation -----------------------------------------------------------------------------
 
@@ -235,6 +273,9 @@ class LlamaCppBackend(Backend):
         }
 
     def stream(self, messages: Messages, params: GenParams | None = None) -> Iterator[Delta]:
+        if self._engine is not None:
+            yield from self.submit(messages, params)
+            return
         with self._gen_lock, _too_long_is_model_error(self.n_ctx):
             self._activate()
             chunks = self.llm.create_chat_completion(
@@ -250,12 +291,16 @@ class LlamaCppBackend(Backend):
     def chat(self, messages, params=None, schema=None) -> Completion:
         if schema is not None:
             return self.chat_json(messages, schema, params)
+        if self._engine is not None:
+            return self.submit(messages, params).result()
         with self._gen_lock, _too_long_is_model_error(self.n_ctx):
             self._activate()
             out = self.llm.create_chat_completion(messages=list(messages), **self._kwargs(params))
         return _completion(out)
 
     def chat_json(self, messages, schema, params=None) -> Completion:
+        if self._engine is not None:
+            return self.submit(messages, params, schema).result()
         with self._gen_lock, _too_long_is_model_error(self.n_ctx):
             self._activate()
             out = self.llm.create_chat_completion(
@@ -264,6 +309,112 @@ class LlamaCppBackend(Backend):
                 **self._kwargs(params),
             )
         return _completion(out)
+
+    # -- continuous batching (charlite.backends.batching) ----------------------------------------
+
+    def batching(self, parallel: int | None = None):
+        """The batch engine over this backend's loaded model, made on first use.
+
+        Backends over the same loaded model share one engine. ``parallel`` defaults to
+        :func:`~charlite.backends.batching.parallel_setting` (``CHARLITE_PARALLEL``).
+        """
+        from charlite.backends import batching
+
+        with _LOCK:
+            engine = getattr(self.llm, "_charlite_engine", None)
+            if parallel is None:
+                if engine is not None:
+                    return engine
+                parallel, _ = self.parallel_setting()
+            if engine is not None and (engine.parallel == parallel or engine.busy()):
+                return engine
+            if engine is not None:
+                engine.close()
+            engine = batching.BatchEngine(
+                self.llm, parallel, self.n_ctx, n_threads=self.llm.context_params.n_threads
+            )
+            self.llm._charlite_engine = engine
+            return engine
+
+    def parallel_setting(self) -> tuple[int, str]:
+        """(sequences decoded together, where the number comes from)."""
+        from charlite.backends import batching
+
+        per_token = batching.model_kv_bytes_per_token(self.llm._model.model)
+        return batching.parallel_setting(self.n_ctx, per_token)
+
+    def enable_batching(self, parallel: int | None = None) -> int:
+        """Route chat, stream and chat_json through the shared batch from now on.
+
+        Calls from several threads then decode together instead of one after another. Returns
+        the number of parallel sequences.
+        """
+        self._engine = self.batching(parallel)
+        return self._engine.parallel
+
+    def submit(self, messages: Messages, params: GenParams | None = None, schema=None):
+        """Queue one reply on the batch engine; iterate the handle for deltas (thread-safe)."""
+        from charlite.backends import batching
+
+        engine = self._engine
+        if engine is None or engine.closed:  # resized by another user of the model: rejoin
+            engine = self.batching()
+            if self._engine is not None:
+                self._engine = engine
+        messages = list(messages)
+        request = batching.BatchRequest(
+            tokens=self.prompt_tokens(messages),
+            params=params or GenParams(),
+            grammar=self._grammar(schema) if schema is not None else None,
+            prefix_len=self._shared_prefix_len(messages),
+            adapter=(str(self.lora), self._adapter_handle(self.lora)) if self.lora else None,
+        )
+        return engine.submit(request)
+
+    def complete_many(self, requests) -> list:
+        """Replies to many ``(messages, params, schema)`` at once, decoded together.
+
+        Each item is a :class:`Completion`, or the :class:`CharliteError` of a request that
+        failed (a prompt that does not fit), so one bad request does not sink the others.
+        """
+        from charlite.errors import CharliteError
+
+        handles = []
+        for messages, params, schema in requests:
+            try:
+                handles.append(self.submit(messages, params, schema))
+            except CharliteError as exc:
+                handles.append(exc)
+        out = []
+        for h in handles:
+            if isinstance(h, CharliteError):
+                out.append(h)
+                continue
+            try:
+                out.append(h.result())
+            except CharliteError as exc:
+                out.append(exc)
+        return out
+
+    def _shared_prefix_len(self, messages: list) -> int:
+        if not messages or messages[0].get("role") != "system":
+            return 0
+        system = messages[0].get("content") or ""
+        if system not in self._prefix_lens:
+            if len(self._prefix_lens) > 64:
+                self._prefix_lens.clear()
+            self._prefix_lens[system] = len(self.persona_prefix(system))
+        return self._prefix_lens[system]
+
+    def _grammar(self, schema: dict) -> str:
+        import json
+
+        from charlite.backends import batching
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = batching.schema_grammar(schema)
+        return self._grammars[key]
 
     @property
     def _gen_lock(self) -> threading.Lock:
@@ -287,13 +438,15 @@ class LlamaCppBackend(Backend):
                 raise ModelError(f"{self.path.name} has no chat template")
             model = self.llm._model
             eos, bos = self.llm.token_eos(), self.llm.token_bos()
-            self._formatter = llama_chat_format.Jinja2ChatFormatter(
+            formatter = llama_chat_format.Jinja2ChatFormatter(
                 template=template,
                 eos_token=model.token_get_text(eos) if eos != -1 else "",
                 bos_token=model.token_get_text(bos) if bos != -1 else "",
                 stop_token_ids=[eos],
             )
+            # _bos first: another thread may read both once _formatter is set
             self._bos = [bos] if bos != -1 and model.add_bos_token() else []
+            self._formatter = formatter
         text = self._formatter(messages=list(messages)).prompt
         return self._bos + self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 

@@ -43,7 +43,7 @@ from charlite.cli.settings_option import SettingOption
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Parallel requests to an HTTP teacher.",
+    help="Parallel requests to an HTTP teacher; sequences decoded together by a local one.",
 )
 @click.option(
     "--dataset",

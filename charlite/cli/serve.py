@@ -38,7 +38,21 @@ from charlite.cli.output import console, verbose, warn
     is_flag=True,
     help="Use the base model with the profile in the prompt, even where a trained export exists.",
 )
-def serve(host: str, port: int, api_key: str | None, model: str | None, prompted: bool) -> None:
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 64),
+    metavar="N",
+    help="Sequences a local model decodes together (default: $CHARLITE_PARALLEL, else from "
+    "the context size and memory; see charlite doctor).",
+)
+def serve(
+    host: str,
+    port: int,
+    api_key: str | None,
+    model: str | None,
+    prompted: bool,
+    parallel: int | None,
+) -> None:
     """Serve the characters over an OpenAI-compatible API (GET /v1/models, POST /v1/chat/completions)."""
     from charlite import characters as registry
     from charlite.serve.server import _require_serve_extra, bind, is_loopback, run
@@ -56,7 +70,7 @@ def serve(host: str, port: int, api_key: str | None, model: str | None, prompted
         parse_spec(model)  # a bad spec fails now, not on the first request
     from charlite.serve.app import create_app
 
-    app = create_app(api_key=api_key, model=model, prompted=prompted)
+    app = create_app(api_key=api_key, model=model, prompted=prompted, parallel=parallel)
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from charlite import roleplay
+from charlite.backends.batching import concurrency, ordered_map
 from charlite.errors import BackendError, DataError
 from charlite.eval import checks as C
 from charlite.eval.judge import MULTI_DIMENSIONS, SINGLE_DIMENSIONS, Judge
@@ -199,7 +200,9 @@ def judge_all(
         progress(done, total)
     writer: JsonlWriter | None = None
     try:
-        for inp, item, dim in plan:
+
+        def judged(entry: tuple[EvalInput, Item, str]):
+            inp, item, dim = entry
             base = {
                 "path": str(inp.results.path.resolve()),
                 "item_key": item.key(),
@@ -208,16 +211,23 @@ def judge_all(
             }
             old = existing.get(_key(base))
             if old is not None:
+                return base, old, None
+            j = judge.judge(
+                inp.profile,
+                inp.setting,
+                item.transcript(inp.results.interviewer),
+                dim,
+                seed_offset=item.index,
+            )
+            return base, None, j
+
+        # several replies and dimensions judged at once (a local judge decodes them together)
+        workers = concurrency(judge.backend)
+        for (inp, item, _dim), (base, old, j) in zip(plan, ordered_map(judged, plan, workers)):
+            if old is not None:
                 run.records.append({**old, "file": inp.label})
                 run.reused += 1
             else:
-                j = judge.judge(
-                    inp.profile,
-                    inp.setting,
-                    item.transcript(inp.results.interviewer),
-                    dim,
-                    seed_offset=item.index,
-                )
                 rec = {
                     "format": SCORES_FORMAT,
                     "file": inp.label,

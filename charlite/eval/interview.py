@@ -25,6 +25,7 @@ from typing import Any
 
 from charlite import roleplay
 from charlite.backends.base import Backend, GenParams
+from charlite.backends.batching import concurrency, ordered_map
 from charlite.errors import DataError
 from charlite.eval.questions import FACTS_TOPIC, Question
 from charlite.eval.results import RESULTS_FORMAT, RESULTS_KIND, reply_list
@@ -441,7 +442,8 @@ def run_interview(
     if progress:
         progress(finished, total)
     new: list[int] = []
-    for i in todo:
+
+    def ask(i: int) -> dict[str, Any]:
         q = plan.questions[i]
         system = roleplay.profile_system_message(
             profile, scene, prompted=prompted, query=q.question
@@ -471,6 +473,14 @@ def run_interview(
             item.update(
                 _multi_turn(backend, profile, scene, q, system, params, plan.turns, interviewer)
             )
+        return item
+
+    # several questions (or conversations) at once: a local model decodes them together;
+    # each has its own seed, so the answers do not depend on the order they finish in
+    workers = concurrency(backend)
+    if interviewer is not None and interviewer.backend is not backend:
+        concurrency(interviewer.backend)
+    for i, item in zip(todo, ordered_map(ask, todo, workers)):
         data["items"].append(item)
         new.append(i)
         finished += 1

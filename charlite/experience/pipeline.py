@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from charlite import __version__, roleplay
 from charlite.backends import get_backend
-from charlite.backends.base import DEFAULT_CTX, Backend, GenParams
+from charlite.backends.base import DEFAULT_CTX, Backend, Batching, GenParams
 from charlite.backends.llamacpp import load_llama
 from charlite.backends.openai_compat import _completion
 from charlite.errors import (
@@ -674,11 +674,15 @@ class Generator:
                 self.backend = self._make_backend()
                 try:
                     if self.workers > 1 and self.spec.is_local_gguf:
-                        self.notes.append(
-                            "the llama.cpp teacher runs one request at a time; --workers "
-                            "applies to HTTP teachers (openai:, ollama:)"
-                        )
-                        self.workers = 1
+                        if isinstance(self.backend, Batching):
+                            # N sequences decode together on the one loaded model
+                            self.backend.enable_batching(self.workers)
+                        else:
+                            self.notes.append(
+                                "this teacher runs one request at a time; --workers "
+                                "applies to HTTP and llama.cpp teachers"
+                            )
+                            self.workers = 1
                     self._preflight(self.backend)
                     return self._run_locked(manifest, started)
                 finally:

@@ -15,9 +15,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -26,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from charlite import __version__
 from charlite import characters as registry
-from charlite.backends import Backend, GenParams
+from charlite.backends import Backend, Batching, GenParams
 from charlite.errors import CharliteError, NotFoundError
 from charlite.profile import Profile
 from charlite.serve import protocol
@@ -40,9 +41,12 @@ log = logging.getLogger("charlite.serve")
 class Models:
     """Characters and the backends that voice them, loaded once and shared between requests."""
 
-    def __init__(self, model: str | None = None, prompted: bool = False):
+    def __init__(
+        self, model: str | None = None, prompted: bool = False, parallel: int | None = None
+    ):
         self.model = model
         self.prompted = prompted
+        self.parallel = parallel  # sequences decoded together; None: CHARLITE_PARALLEL/default
         self._backends: dict[tuple, Backend] = {}
         self._lock = threading.Lock()
 
@@ -70,7 +74,11 @@ class Models:
         key = (str(resolved.spec), str(resolved.path), str(resolved.lora))
         with self._lock:
             if key not in self._backends:
-                self._backends[key] = resolved.backend()
+                backend = resolved.backend()
+                if isinstance(backend, Batching):
+                    # concurrent clients decode together in the model's shared batch
+                    backend.enable_batching(self.parallel)
+                self._backends[key] = backend
             return self._backends[key]
 
     def listing(self) -> list[dict[str, Any]]:
@@ -104,7 +112,10 @@ def _error(exc: APIError) -> JSONResponse:
 
 
 def create_app(
-    api_key: str | None = None, model: str | None = None, prompted: bool = False
+    api_key: str | None = None,
+    model: str | None = None,
+    prompted: bool = False,
+    parallel: int | None = None,
 ) -> FastAPI:
     """The API app. ``model`` (a spec) overrides every character's model; see :func:`resolve_model`."""
     if api_key is not None:
@@ -112,7 +123,7 @@ def create_app(
     app = FastAPI(
         title="charlite", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
     )
-    models = Models(model, prompted)
+    models = Models(model, prompted, parallel)
     app.state.models = models
 
     @app.exception_handler(APIError)
@@ -193,7 +204,7 @@ def create_app(
         job = await run_in_threadpool(_prepare, models, req)
         if req.stream:
             return _ClosingStream(
-                _stream(job),
+                _until_disconnected(request, _stream(job)),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -248,11 +259,11 @@ class _ClosingStream(StreamingResponse):
     """A streamed reply whose generator is closed however the response ends.
 
     A client that hangs up mid-stream ends the response with the generator suspended inside
-    the backend's generation (holding the model's generation lock); closing it here releases
-    the lock at once, instead of whenever the garbage collector gets to it.
+    the backend's generation (holding the model, or a slot of its batch); closing it here
+    releases it at once, instead of whenever the garbage collector gets to it.
     """
 
-    def __init__(self, content: Iterator[str], **kwargs: Any):
+    def __init__(self, content: AsyncGenerator[str, None], **kwargs: Any):
         self._source = content
         super().__init__(content, **kwargs)
 
@@ -260,10 +271,8 @@ class _ClosingStream(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            # Starlette runs each step of the generator in a worker thread and waits for a
-            # running step to finish before it gives up, so no step runs now: close() is safe.
-            with contextlib.suppress(ValueError):  # "generator already executing": never here
-                self._source.close()
+            with anyio.CancelScope(shield=True):
+                await self._source.aclose()
 
 
 class _Job:
@@ -335,6 +344,44 @@ def _complete(job: _Job) -> dict[str, Any]:
         protocol.usage(prompt_tokens, completion_tokens),
         more=more,
     )
+
+
+_DONE = object()
+
+
+async def _until_disconnected(request: Request, chunks: Iterator[str]):
+    """Stream ``chunks`` (made in a worker thread) until they end or the client hangs up.
+
+    A watcher waits for the client's ``http.disconnect`` (``request.is_disconnected()`` cannot
+    see it behind an HTTP middleware); a client that went away closes the generator at once,
+    which cancels its sequence in the model's batch and frees the slot for a waiting request.
+    """
+    import asyncio
+
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            await asyncio.sleep(0.05)  # a replayed body message: do not spin
+        gone.set()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        while not gone.is_set():
+            chunk = await run_in_threadpool(next, chunks, _DONE)
+            if chunk is _DONE:
+                return
+            yield chunk
+    finally:
+        watcher.cancel()
+        with anyio.CancelScope(shield=True):
+            # a step cancelled mid-way still runs in its worker thread: close once it returns
+            for _ in range(3000):
+                if not getattr(chunks, "gi_running", False):
+                    break
+                await asyncio.sleep(0.01)
+            with contextlib.suppress(ValueError):
+                chunks.close()
 
 
 def _sse(data: dict[str, Any] | str) -> str:
