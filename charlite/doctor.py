@@ -315,8 +315,8 @@ def check_home() -> Check:
 
 def check_parallel(path: Path | None) -> Check:
     """How many sequences local models decode together (continuous batching)."""
-    from charlite.backends.batching import ENV_PARALLEL, gguf_kv_bytes_per_token, parallel_setting
     from charlite.backends.base import DEFAULT_CTX
+    from charlite.backends.batching import ENV_PARALLEL, gguf_kv_bytes_per_token, parallel_setting
 
     per_token = None
     if path is not None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import charlite.backends.batching as batching
 from charlite import settings
 from charlite.backends.base import DEFAULT_CTX, Backend, Completion, Delta, GenParams, Messages
 from charlite.errors import ModelError, PromptTooLongError
@@ -318,8 +319,6 @@ class LlamaCppBackend(Backend):
         Backends over the same loaded model share one engine. ``parallel`` defaults to
         :func:`~charlite.backends.batching.parallel_setting` (``CHARLITE_PARALLEL``).
         """
-        from charlite.backends import batching
-
         with _LOCK:
             engine = getattr(self.llm, "_charlite_engine", None)
             if parallel is None:
@@ -338,8 +337,6 @@ class LlamaCppBackend(Backend):
 
     def parallel_setting(self) -> tuple[int, str]:
         """(sequences decoded together, where the number comes from)."""
-        from charlite.backends import batching
-
         per_token = batching.model_kv_bytes_per_token(self.llm._model.model)
         return batching.parallel_setting(self.n_ctx, per_token)
 
@@ -354,8 +351,6 @@ class LlamaCppBackend(Backend):
 
     def submit(self, messages: Messages, params: GenParams | None = None, schema=None):
         """Queue one reply on the batch engine; iterate the handle for deltas (thread-safe)."""
-        from charlite.backends import batching
-
         engine = self._engine
         if engine is None or engine.closed:  # resized by another user of the model: rejoin
             engine = self.batching()
@@ -408,8 +403,6 @@ class LlamaCppBackend(Backend):
 
     def _grammar(self, schema: dict) -> str:
         import json
-
-        from charlite.backends import batching
 
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
