@@ -45,6 +45,11 @@ SLASH_HELP = """\
 @click.option("--seed", type=int, help="Sampling seed, for repeatable replies.")
 @click.option("--temperature", type=float, help="Sampling temperature (default 0.7).")
 @click.option("--max-tokens", type=int, help="Longest reply in tokens (default 200).")
+@click.option(
+    "--knowledge",
+    type=click.Choice(["auto", "always", "off"]),
+    help="Recall profile paragraphs into each turn (default: auto, or CHARLITE_KNOWLEDGE).",
+)
 def chat(
     name,
     message,
@@ -57,13 +62,16 @@ def chat(
     seed,
     temperature,
     max_tokens,
+    knowledge,
 ):
     """Talk with a character (default: the embedded model, prompted with the profile)."""
     from charlite.chat import CHAT_PARAMS, ChatSession, resolve_model
     from charlite.history import History
+    from charlite.knowledge import default_knowledge_mode, use_knowledge
     from charlite.profile import Scene
 
     profile = registry.get_profile(name)
+    knowledge = knowledge or default_knowledge_mode()  # a bad CHARLITE_KNOWLEDGE fails here
     scene = None
     if location or status:
         base = profile.default_scene
@@ -83,6 +91,7 @@ def chat(
         scene=scene,
         params=params,
         model_label=resolved.label,
+        knowledge=use_knowledge(knowledge, profile, resolved),
     )
     if message is not None:
         _answer(session, message, show_thoughts)

@@ -16,7 +16,8 @@ from charlite.cli.output import console, warn
     default="embedded",
     show_default=True,
     metavar="SPEC",
-    help="embedded, gguf:PATH, ollama:TAG or openai:MODEL@URL.",
+    help="embedded, gguf:PATH, ollama:TAG or openai:MODEL@URL; or 'profile': no model, "
+    "first-person exchanges made of the profile's own sentences.",
 )
 @click.option(
     "--scenes",
@@ -89,6 +90,18 @@ def generate(
     from charlite.experience.pipeline import GenerateOptions, Generator
 
     profile = registry.get_profile(name)
+    if teacher == "profile":
+        from charlite.experience.grounded import DEFAULT_PROTECTIVE, generate_from_profile
+
+        source = click.get_current_context().get_parameter_source("protective")
+        given = source is not None and source.name != "DEFAULT"
+        result = generate_from_profile(
+            profile, dataset, protective if given else DEFAULT_PROTECTIVE, paragraphs
+        )
+        for note in result.notes:
+            warn(note)
+        _summary(result, quiet)
+        return
     options = GenerateOptions(
         teacher=teacher,
         scenes=scenes,

@@ -1,0 +1,221 @@
+"""Knowledge in every mode: the profile paragraphs a turn is about, recalled with BM25.
+
+Training gives a character its voice; the profile's facts reach the model by retrieval, in
+prompted and trained mode alike. For each user turn the paragraphs most related to it are
+found with `bm25s <https://github.com/xhluca/bm25s>`_ (a small, maintained lexical BM25
+library: numpy only, its index a sparse matrix) and put into that turn, never into the system
+message, so the system prefix stays byte-stable and the persona cache and KV reuse keep
+working (see :func:`charlite.roleplay.with_recall`).
+
+The index is built once per profile (keyed by :meth:`Profile.digest`) and kept in-process: a
+profile has tens of paragraphs, so building one takes a few milliseconds, less than reading
+it from disk would.
+
+``--knowledge auto|always|off``: ``off`` renders exactly the prompts charlite always did;
+``always`` recalls in every mode; ``auto`` recalls for the prompted base, and for a trained
+export unless its run's manifest shows that its data covered every paragraph and fact probe of
+the profile and that it was trained without recalled paragraphs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from charlite.errors import CharliteError
+
+if TYPE_CHECKING:
+    from charlite.chat import ResolvedModel
+    from charlite.experience.schemas import Experience
+    from charlite.profile import Profile
+
+KNOWLEDGE_MODES: tuple[str, ...] = ("auto", "always", "off")
+KNOWLEDGE_ENV = "CHARLITE_KNOWLEDGE"
+RECALL_K = 2
+"""Paragraphs recalled per turn, at most."""
+RECALL_BUDGET_CHARS = 2000
+"""Characters of recalled text per turn, at most (the best paragraph always comes, whole)."""
+
+
+def default_knowledge_mode() -> str:
+    """The ``--knowledge`` default: ``CHARLITE_KNOWLEDGE`` if set, else ``auto``."""
+    value = os.environ.get(KNOWLEDGE_ENV, "").strip().lower() or "auto"
+    return check_mode(value, where=KNOWLEDGE_ENV)
+
+
+def check_mode(value: str, where: str = "--knowledge") -> str:
+    if value not in KNOWLEDGE_MODES:
+        raise CharliteError(
+            f"{where}: '{value}' is not a knowledge mode",
+            hint="use one of: " + ", ".join(KNOWLEDGE_MODES),
+        )
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The index
+
+
+@dataclass
+class Hit:
+    paragraph: int
+    score: float
+    text: str
+
+
+class ProfileIndex:
+    """A BM25 index over one profile's paragraphs (heading included with its paragraph)."""
+
+    def __init__(self, profile: Profile):
+        import bm25s
+        import Stemmer
+        from bm25s.tokenization import Tokenizer
+
+        self.texts = profile.paragraph_texts()
+        # Snowball stems, so "studies" finds "study" and "musical" finds "music"
+        self.tokenizer = Tokenizer(stopwords="en", stemmer=Stemmer.Stemmer("english"))
+        docs = [f"{p.heading or ''} {p.text}" for p in profile.paragraphs]
+        tokens = self.tokenizer.tokenize(docs, return_as="string", show_progress=False)
+        self.bm25 = bm25s.BM25()
+        self.bm25.index(tokens, create_empty_token=False, show_progress=False)
+
+    def search(self, query: str, k: int = RECALL_K) -> list[Hit]:
+        """The ``k`` best paragraphs for ``query`` that share a word with it, best first."""
+        [words] = self.tokenizer.tokenize(
+            [query], update_vocab=True, return_as="string", show_progress=False
+        )
+        known = [w for w in words if w and w in self.bm25.vocab_dict]
+        if not known:
+            return []
+        scores = self.bm25.get_scores(known)
+        order = sorted(range(len(self.texts)), key=lambda i: (-float(scores[i]), i))
+        return [Hit(i, float(scores[i]), self.texts[i]) for i in order[:k] if scores[i] > 0]
+
+
+_INDEXES: dict[str, ProfileIndex] = {}
+_LOCK = threading.Lock()
+
+
+def index_for(profile: Profile) -> ProfileIndex:
+    """The profile's index, built on first use and kept for the process."""
+    key = profile.digest()
+    with _LOCK:
+        index = _INDEXES.get(key)
+        if index is None:
+            index = _INDEXES[key] = ProfileIndex(profile)
+        return index
+
+
+def recall(
+    profile: Profile,
+    query: str,
+    *,
+    exclude: Iterable[str] = (),
+    k: int = RECALL_K,
+    budget_chars: int = RECALL_BUDGET_CHARS,
+) -> list[str]:
+    """The profile paragraphs ``query`` is about, best first, within ``budget_chars``.
+
+    Paragraphs in ``exclude`` (already in the system message) are skipped. Nothing comes back
+    when the query shares no word with the profile ("write me some Python").
+    """
+    skip = {e.strip() for e in exclude}
+    out: list[str] = []
+    used = 0
+    for hit in index_for(profile).search(query, k + len(skip)):
+        if hit.text.strip() in skip:
+            continue
+        if out and used + len(hit.text) > budget_chars:
+            break
+        out.append(hit.text)
+        used += len(hit.text)
+        if len(out) >= k:
+            break
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# What a dataset covers
+
+
+def fact_covered(keywords: Sequence[str], texts: Iterable[str]) -> bool:
+    """Whether any of ``texts`` names one of the ``keywords`` (case-insensitive)."""
+    wanted = [k.lower() for k in keywords if k.strip()]
+    return any(any(k in t.lower() for k in wanted) for t in texts)
+
+
+def coverage(profile: Profile, records: Sequence[Experience]) -> dict[str, Any]:
+    """Which paragraphs (by ``paragraph_id``) and fact probes (a keyword in one of the
+    character's lines) a dataset covers."""
+    who = profile.short_name
+    said = [t.content for r in records for t in r.dialogue if t.role == who]
+    paragraphs = {r.paragraph_id for r in records if r.paragraph_id is not None}
+    facts = [
+        {
+            "question": f.question,
+            "covered": fact_covered(f.answer_keywords, said),
+            "records": sum(
+                1
+                for r in records
+                if fact_covered(f.answer_keywords, [t.content for t in r.dialogue if t.role == who])
+            ),
+        }
+        for f in profile.facts
+    ]
+    n_par = len(profile.paragraphs)
+    covered_par = sum(1 for i in range(n_par) if i in paragraphs)
+    covered_facts = sum(1 for f in facts if f["covered"])
+    return {
+        "paragraphs": n_par,
+        "paragraphs_covered": covered_par,
+        "facts": len(facts),
+        "facts_covered": covered_facts,
+        "per_fact": facts,
+        "complete": covered_par == n_par and covered_facts == len(facts),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciding, per chat
+
+
+def use_knowledge(mode: str, profile: Profile, resolved: ResolvedModel) -> bool:
+    """Whether a chat recalls paragraphs into its turns (see the module docstring)."""
+    mode = check_mode(mode)
+    if mode != "auto":
+        return mode == "always"
+    if resolved.prompted:
+        return True
+    run = trained_run_manifest(profile, resolved)
+    if run is None:  # no manifest says the data covered the profile
+        return True
+    knowledge = run.get("knowledge") or {}
+    if (knowledge.get("share") or 0) > 0:  # trained to read recalled paragraphs
+        return True
+    return not (knowledge.get("coverage") or {}).get("complete", False)
+
+
+def trained_run_manifest(profile: Profile, resolved: ResolvedModel) -> dict | None:
+    """The run manifest behind the export a chat uses, when it is one of the character's."""
+    from charlite.files import read_json
+    from charlite.home import CharacterPaths
+
+    paths = CharacterPaths.of(profile.slug)
+    for file in (resolved.lora, resolved.path):
+        if file is None:
+            continue
+        folder = Path(file).parent
+        if folder.parent != paths.root / "exports":
+            continue
+        try:
+            export = read_json(folder / "manifest.json")
+            run_id = export.get("run_id") or folder.name
+            run = read_json(paths.run(run_id) / "manifest.json")
+        except (CharliteError, OSError, AttributeError):
+            return None
+        return run if isinstance(run, dict) else None
+    return None
