@@ -20,6 +20,7 @@ the profile and that it was trained without recalled paragraphs.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -136,6 +137,55 @@ def recall(
         if len(out) >= k:
             break
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a fact probe's answer sits in the profile
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"“(]?[A-Z0-9])")
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+_WORD = re.compile(r"[a-z]{4,}")
+_QUESTION_WORDS = {
+    "what", "were", "your", "with", "which", "when", "where", "there", "that", "this", "from",
+    "have", "does", "whom", "whose", "into", "about", "tell", "they", "them", "their", "would",
+    "could", "should", "first", "name", "some", "many", "much", "most", "other", "very", "after",
+}  # fmt: skip
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _QUESTION_WORDS}
+
+
+def fact_sentence(profile: Profile, question: str, keywords: list[str]) -> tuple[int, str] | None:
+    """(paragraph, answer) for a fact probe: the profile sentence that names one of
+    ``keywords`` and, with its neighbours, shares most words with ``question``; a neighbour
+    that shares words with the question comes along (the first such sentence on a tie)."""
+    best: tuple[int, int, str] | None = None
+    wanted = [k.lower() for k in keywords]
+    asked = _content_words(question)
+    for i, text in enumerate(profile.paragraph_texts()):
+        sents = sentences(text)
+        for j, sent in enumerate(sents):
+            hits = sum(1 for k in wanted if k in sent.lower())
+            if not hits:
+                continue
+            near = [
+                (n, len(asked & _content_words(sents[n])))
+                for n in (j - 1, j + 1)
+                if 0 <= n < len(sents)
+            ]
+            own = len(asked & _content_words(sent))
+            extra = max(near, key=lambda x: x[1], default=(None, 0))
+            score = 2 * (own + extra[1]) + hits
+            if best is None or score > best[0]:
+                chosen = [j] if not extra[1] else sorted([j, extra[0]])
+                best = (score, i, " ".join(sents[n] for n in chosen))
+    return (best[1], best[2]) if best else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -137,3 +137,55 @@ def test_every_bundled_profile_gives_grounded_records(slug):
 def test_first_person(sentence, pronoun, expected):
     names = ["Ludwig van Beethoven", "Beethoven", "Ludwig"] if pronoun == "he" else ["Hermione"]
     assert grounded.first_person(sentence, names, pronoun) == expected
+
+
+# -- the coverage stage of a real teacher ----------------------------------------------------------
+
+
+def test_coverage_tasks_fill_what_the_dataset_lacks():
+    from charlite.experience.pipeline import GenerateOptions, Generator, coverage_id
+
+    profile = characters.get_profile("beethoven")
+    gen = Generator(profile, GenerateOptions(coverage=2))
+    tasks = gen.coverage_tasks()
+    assert len(tasks) == 2 * len(profile.facts)
+    assert {t.fact for t in tasks} == set(range(len(profile.facts)))
+    assert tasks[0].id == coverage_id("beethoven", profile.facts[0].question, 0, 0)
+    msgs, schema, _ = gen._messages_schema(tasks[0])
+    assert profile.facts[0].question in msgs[-1]["content"]
+    assert "Bonn" in msgs[-1]["content"]  # the profile sentence that answers it
+    assert Generator(profile, GenerateOptions()).coverage_tasks() == []
+
+    # grounded records already answer every probe three times: nothing left to ask
+    assert invoke("generate", "beethoven", "--teacher", "profile").exit_code == 0
+    assert Generator(profile, GenerateOptions(coverage=3)).coverage_tasks() == []
+    have = [f["records"] for f in coverage(profile, Dataset("beethoven").experiences())["per_fact"]]
+    tasks = Generator(profile, GenerateOptions(coverage=10)).coverage_tasks()
+    assert len(tasks) == sum(max(0, 10 - n) for n in have) > 0
+
+
+def test_a_coverage_experience_must_name_the_fact():
+    from charlite.experience.pipeline import GenerateOptions, Generator, Rejected, build_coverage
+    from charlite.experience.schemas import TeacherExperience
+
+    profile = characters.get_profile("beethoven")
+    task = Generator(profile, GenerateOptions(coverage=1)).coverage_tasks()[3]  # Neefe
+    other = "Traveller"
+
+    def reply(answer: str) -> TeacherExperience:
+        return TeacherExperience.model_validate(
+            {
+                "background": "A traveller from Bonn visits the old composer.",
+                "dialogue": [
+                    {"role": other, "action": "speaking", "content": "Who taught you in Bonn?"},
+                    {"role": "Beethoven", "action": "thinking", "content": "Old memories."},
+                    {"role": "Beethoven", "action": "speaking", "content": answer},
+                ],
+            }
+        )
+
+    exp = build_coverage(profile, reply("Neefe, the court organist."), task, "embedded")
+    assert exp.id == task.id and exp.scene_type == "coverage" and exp.paragraph_id == 1
+    with pytest.raises(Rejected) as err:
+        build_coverage(profile, reply("A kind old man, I forget his name."), task, "embedded")
+    assert err.value.reason == "fact_not_named"

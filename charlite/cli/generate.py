@@ -67,6 +67,14 @@ from charlite.cli.output import console, warn
     type=click.IntRange(1, 256),
     help="CPU threads of a local teacher (default: all cores but one).",
 )
+@click.option(
+    "--coverage",
+    type=click.IntRange(0, 100),
+    default=0,
+    show_default=True,
+    help="A coverage stage: at least N experiences that answer each of the profile's fact "
+    "probes (a real teacher only).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate(
     name,
@@ -79,6 +87,7 @@ def generate(
     seed,
     max_attempts,
     threads,
+    coverage,
     quiet,
 ):
     """Build NAME's training data: scenes, experiences and protective experiences.
@@ -112,6 +121,7 @@ def generate(
         seed=seed,
         max_attempts=max_attempts,
         threads=threads,
+        coverage=coverage,
     )
     reporter = None if quiet else RichReporter()
     result = Generator(profile, options, reporter).run()

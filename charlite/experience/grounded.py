@@ -36,7 +36,7 @@ from charlite.experience.dataset import Dataset, now
 from charlite.experience.pipeline import GenerateResult, Rejected, check_experience
 from charlite.experience.schemas import STAGE_FILES, DialogueTurn, Experience
 from charlite.files import JsonlWriter, repair_jsonl
-from charlite.knowledge import fact_covered
+from charlite.knowledge import fact_covered, fact_sentence, sentences
 from charlite.profile import Profile
 
 TEACHER = "profile"
@@ -78,7 +78,6 @@ _PUZZLED = (
     "{thing}? No such thing exists in my world. Ask me of things I know.",
 )
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"“(]?[A-Z0-9])")
 _PROPER = re.compile(r"\b[A-Z][\w'’-]+(?:\s+(?:van|von|de|da|of|the|la|le)?\s*[A-Z][\w'’-]+)*")
 _COMMON_CAPS = {
     "The", "A", "An", "In", "On", "At", "His", "Her", "He", "She", "It", "Its", "When", "After",
@@ -185,10 +184,6 @@ def _at_start(before: str) -> bool:
     return not before.strip() or before.rstrip().endswith((".", "!", "?", '"', "“"))
 
 
-def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
-
-
 def passages(text: str, size: int = 2) -> list[str]:
     """A paragraph cut into runs of ``size`` sentences (a short last run joins the one before)."""
     sents = sentences(text)
@@ -256,45 +251,6 @@ def _record(
     )
     check_experience(profile, exp)
     return exp
-
-
-_WORD = re.compile(r"[a-z]{4,}")
-_QUESTION_WORDS = {
-    "what", "were", "your", "with", "which", "when", "where", "there", "that", "this", "from",
-    "have", "does", "whom", "whose", "into", "about", "tell", "they", "them", "their", "would",
-    "could", "should", "first", "name", "some", "many", "much", "most", "other", "very", "after",
-}  # fmt: skip
-
-
-def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _QUESTION_WORDS}
-
-
-def fact_sentence(profile: Profile, question: str, keywords: list[str]) -> tuple[int, str] | None:
-    """(paragraph, answer) for a fact probe: the profile sentence that names one of
-    ``keywords`` and, with its neighbours, shares most words with ``question``; a neighbour
-    that shares words with the question comes along (the first such sentence on a tie)."""
-    best: tuple[int, int, str] | None = None
-    wanted = [k.lower() for k in keywords]
-    asked = _content_words(question)
-    for i, text in enumerate(profile.paragraph_texts()):
-        sents = sentences(text)
-        for j, sent in enumerate(sents):
-            hits = sum(1 for k in wanted if k in sent.lower())
-            if not hits:
-                continue
-            near = [
-                (n, len(asked & _content_words(sents[n])))
-                for n in (j - 1, j + 1)
-                if 0 <= n < len(sents)
-            ]
-            own = len(asked & _content_words(sent))
-            extra = max(near, key=lambda x: x[1], default=(None, 0))
-            score = 2 * (own + extra[1]) + hits
-            if best is None or score > best[0]:
-                chosen = [j] if not extra[1] else sorted([j, extra[0]])
-                best = (score, i, " ".join(sents[n] for n in chosen))
-    return (best[1], best[2]) if best else None
 
 
 def build_records(
