@@ -174,9 +174,14 @@ class ChatSession:
         system = {"role": "system", "content": self._system}
         sizes = [self.backend.count_tokens(self._message(t)["content"]) + 6 for t in self.turns]
         fixed = self.backend.count_tokens(self._system) + 8
-        self.last_recall = recalled = self._recall()
+        recalled = self._recall()
         if recalled:
-            fixed += self.backend.count_tokens(roleplay.with_recall("", recalled))
+            extra = self.backend.count_tokens(roleplay.with_recall("", recalled))
+            if fixed + extra + (sizes[-1] if sizes else 0) > budget:
+                recalled = []  # a context too small for it: the turn goes without
+            else:
+                fixed += extra
+        self.last_recall = recalled
         if fixed + sum(sizes[self._first_kept :]) > budget:
             target = fixed + (budget - fixed) * TRIM_TARGET
             first = self._first_kept
