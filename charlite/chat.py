@@ -42,8 +42,12 @@ class ChatSession:
         use_persona_cache: bool = True,
         new_session_id: str | None = None,
         trim: bool = True,
+        knowledge: bool = False,
     ):
         self.profile = profile
+        self.knowledge = knowledge
+        """Recall profile paragraphs into each new user turn (see :mod:`charlite.knowledge`)."""
+        self.last_recall: list[str] = []
         self.backend = backend
         self.prompted = prompted
         self.history = history
@@ -114,12 +118,33 @@ class ChatSession:
             return {"role": "assistant", "content": turn.content}
         return {"role": "user", "content": roleplay.user_line(turn.role or None, turn.content)}
 
+    def _recall(self) -> list[str]:
+        """Paragraphs for the newest user turn: only that turn carries them, so earlier turns
+        render as they always did and the system message never changes."""
+        if not self.knowledge or not self.turns or self.turns[-1].role == self.profile.short_name:
+            return []
+        from charlite.knowledge import recall
+
+        return recall(self.profile, self.turns[-1].content, exclude=self._system_paragraphs())
+
+    def _system_paragraphs(self) -> list[str]:
+        texts = self.profile.paragraph_texts()
+        return [t for t in texts if t.strip() and t.strip() in self._system]
+
     def messages(self) -> list[dict[str, str]]:
         """The prompt for the next reply, dropping the oldest turns in blocks when it is too long."""
         budget = self.backend.n_ctx - self.params.max_tokens - 16
         system = {"role": "system", "content": self._system}
         sizes = [self.backend.count_tokens(self._message(t)["content"]) + 6 for t in self.turns]
         fixed = self.backend.count_tokens(self._system) + 8
+        recalled = self._recall()
+        if recalled:
+            extra = self.backend.count_tokens(roleplay.with_recall("", recalled))
+            if fixed + extra + (sizes[-1] if sizes else 0) > budget:
+                recalled = []  # a context too small for it: the turn goes without
+            else:
+                fixed += extra
+        self.last_recall = recalled
         if fixed + sum(sizes[self._first_kept :]) > budget:
             target = fixed + (budget - fixed) * TRIM_TARGET
             first = self._first_kept
@@ -127,7 +152,13 @@ class ChatSession:
                 first += 1
             self._first_kept = first
         kept = self.turns[self._first_kept :]
-        return [system] + [self._message(t) for t in kept]
+        out = [system] + [self._message(t) for t in kept]
+        if recalled and out[-1]["role"] == "user":
+            out[-1] = {
+                "role": "user",
+                "content": roleplay.with_recall(out[-1]["content"], recalled),
+            }
+        return out
 
     # -- turns ----------------------------------------------------------------------------------
 
@@ -234,5 +265,6 @@ def switch_character(
         model_label=resolved.label,
         use_persona_cache=session.use_persona_cache,
         trim=session.trim,
+        knowledge=session.knowledge,
     )
     return new, how

@@ -7,7 +7,8 @@ It becomes chat messages like this:
   prompted mode, the profile's most relevant paragraphs; text that spells a special token
   (``<|im_end|>``) is made inert, so a profile cannot open a fake turn;
 * **user**: every other speaker's lines, each prefixed with the speaker's name
-  (``Man: Where were you born?``);
+  (``Man: Where were you born?``); with knowledge on, the paragraphs recalled for that turn
+  come first, in brackets (:func:`with_recall`), so the system message never changes;
 * **assistant**: the character's lines, each beginning ``(thinking)`` or ``(speaking)``.
 
 >>> from charlite.profile import Scene
@@ -25,7 +26,7 @@ It becomes chat messages like this:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,6 +43,7 @@ META_PROMPT = (
 STATUS_HEADER = "The status of you is as follows:"
 INTERACTIONS_HEADER = "The interactions are as follows:"
 KNOWLEDGE_HEADER = "What you know of your own life:"
+RECALL_HEADER = "What you remember of this:"
 EOT = "<|eot|>"
 
 INTERVIEW_LOCATION = "Coffee Shop - Afternoon"
@@ -325,6 +327,18 @@ def user_line(speaker: str | None, content: str) -> str:
     return f"{speaker}: {text}" if speaker else text
 
 
+def with_recall(content: str, recalled: Sequence[str]) -> str:
+    """A user message with the paragraphs recalled for it in front (unchanged when none).
+
+    >>> with_recall("Man: Who taught you?", ["Neefe taught him."])
+    '[What you remember of this: Neefe taught him.]\\nMan: Who taught you?'
+    """
+    if not recalled:
+        return content
+    text = " ".join(" ".join(p.split()) for p in recalled)
+    return f"[{RECALL_HEADER} {text}]\n{content}"
+
+
 def to_messages(
     character: str,
     full_name: str,
@@ -332,21 +346,30 @@ def to_messages(
     turns: Sequence[Turn],
     *,
     system: str | None = None,
+    recall: Callable[[str], Sequence[str]] | None = None,
 ) -> list[dict[str, str]]:
     """Chat messages for a dialogue in which ``character`` (its speaker label) is the assistant.
 
     Consecutive lines of other speakers form one user message; consecutive lines of the
-    character form one assistant message.
+    character form one assistant message. With ``recall`` (question -> paragraphs), each user
+    message gets what is recalled for it, as chat renders a turn with knowledge on.
     """
     messages = [{"role": "system", "content": system or system_message(full_name, scene)}]
+    asked: list[str] = [""]
     for turn in turns:
         mine = turn.role == character
         role = "assistant" if mine else "user"
         text = render_reply([turn]) if mine else user_line(turn.role, turn.content)
         if messages[-1]["role"] == role:
             messages[-1]["content"] += "\n" + text
+            asked[-1] += "\n" + turn.content
         else:
             messages.append({"role": role, "content": text})
+            asked.append(turn.content)
+    if recall is not None:
+        for message, question in zip(messages, asked, strict=True):
+            if message["role"] == "user":
+                message["content"] = with_recall(message["content"], recall(question))
     return messages
 
 

@@ -192,8 +192,12 @@ def test_the_issue_command_in_a_real_process(charlite_home):
 def test_one_message_then_resume_the_session(spy, charlite_home):
     profile = characters.get_profile("beethoven")
     runner = CliRunner()
+    # --knowledge off: exactly the prompts charlite always rendered (tests/test_knowledge.py
+    # checks the prompts with knowledge on)
     first = runner.invoke(
-        cli, ["chat", "beethoven", "-m", "Where were you born?", *SHORT], catch_exceptions=False
+        cli,
+        ["chat", "beethoven", "-m", "Where were you born?", "--knowledge", "off", *SHORT],
+        catch_exceptions=False,
     )
     assert first.exit_code == 0, first.output
     assert first.stdout.strip()
@@ -219,7 +223,17 @@ def test_one_message_then_resume_the_session(spy, charlite_home):
 
     second = runner.invoke(
         cli,
-        ["chat", "beethoven", "--session", session.id, "-m", "Who was your father?", *SHORT],
+        [
+            "chat",
+            "beethoven",
+            "--session",
+            session.id,
+            "-m",
+            "Who was your father?",
+            "--knowledge",
+            "off",
+            *SHORT,
+        ],  # fmt: skip
         catch_exceptions=False,
     )
     assert second.exit_code == 0, second.output
@@ -247,6 +261,8 @@ def test_stdin_one_message_per_line_with_scene(spy, charlite_home):
             "Bonn, 1787",
             "--status",
             "Beethoven mourns his mother.",
+            "--knowledge",
+            "off",
             *SHORT,
         ],
         input="Good day, maestro.\n\n   \nWhat is your name?\n",

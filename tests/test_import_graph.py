@@ -26,6 +26,7 @@ FLOORS = (
         "charlite.gguf",
         "charlite.history",
         "charlite.home",
+        "charlite.knowledge",
         "charlite.persona_cache",
         "charlite.profile",
         "charlite.pull",

@@ -79,6 +79,13 @@ SLASH_HELP = """\
     help="Trim a reply cut by --max-tokens to its last full sentence (--no-trim: keep it raw).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the session id on stderr.")
+@click.option(
+    "--knowledge",
+    cls=SettingOption,
+    setting="knowledge",
+    type=click.Choice(["auto", "always", "off"]),
+    help="Recall profile paragraphs into each turn.",
+)
 def chat(
     name,
     message,
@@ -95,6 +102,7 @@ def chat(
     context,
     trim,
     quiet,
+    knowledge,
 ):
     """Talk with a character (default: its newest export, else the default model prompted).
 
@@ -105,6 +113,7 @@ def chat(
     from charlite.chat import CHAT_PARAMS, ChatSession, resolve_model
     from charlite.history import History, history_exists
     from charlite.home import charlite_home, check_name, ensure_dir
+    from charlite.knowledge import default_knowledge_mode, use_knowledge
     from charlite.profile import Scene
 
     if session_id is not None and continue_:
@@ -115,6 +124,7 @@ def chat(
     max_tokens = settings.value("max-tokens", max_tokens)
     context = settings.value("context", context)
     profile = registry.get_profile(name)
+    knowledge = knowledge or default_knowledge_mode()  # a bad CHARLITE_KNOWLEDGE fails here
     scene = None
     if location or status:
         base = profile.default_scene
@@ -149,6 +159,7 @@ def chat(
         params=params,
         model_label=resolved.label,
         trim=trim,
+        knowledge=use_knowledge(knowledge, profile, resolved),
     )
     if message is None and sys.stdin.isatty():
         _interactive(session, show_thoughts)

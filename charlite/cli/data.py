@@ -65,7 +65,13 @@ def stats(name: str, dataset: str, as_json: bool) -> None:
         f"{c['speaking']} speaking ({c['speaking_share']:.0%}); others' turns: {s['other_turns']}"
     )
     cov = s["coverage"]
-    out.print(f"coverage: {cov['covered']} of {cov['paragraphs']} profile paragraphs")
+    out.print(
+        f"coverage: {cov['covered']} of {cov['paragraphs']} profile paragraphs, "
+        f"{cov['facts_covered']} of {cov['facts']} fact probes"
+    )
+    missing = [f["question"] for f in cov["per_fact"] if not f["covered"]]
+    if missing:
+        out.print("fact probes no answer names: " + "; ".join(missing), markup=False)
     table = Table(show_edge=False, pad_edge=False)
     for col in ("paragraph", "scenes", "experiences", "begins"):
         table.add_column(col)

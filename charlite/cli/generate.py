@@ -17,7 +17,8 @@ from charlite.cli.settings_option import SettingOption
     setting="teacher",
     shell_complete=complete_model_spec,
     metavar="SPEC",
-    help="embedded, gguf:PATH, a pulled model's name, ollama:TAG or openai:MODEL@URL.",
+    help="embedded, gguf:PATH, a pulled model's name, ollama:TAG or openai:MODEL@URL; or "
+    "'profile': no model, first-person exchanges made of the profile's own sentences.",
 )
 @click.option(
     "--scenes",
@@ -69,6 +70,14 @@ from charlite.cli.settings_option import SettingOption
     type=click.IntRange(1, 256),
     help="CPU threads of a local teacher (default: all cores but one).",
 )
+@click.option(
+    "--coverage",
+    type=click.IntRange(0, 100),
+    default=0,
+    show_default=True,
+    help="A coverage stage: at least N experiences that answer each of the profile's fact "
+    "probes (a real teacher only).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate(
     name,
@@ -81,6 +90,7 @@ def generate(
     seed,
     max_attempts,
     threads,
+    coverage,
     quiet,
 ):
     """Build NAME's training data: scenes, experiences and protective experiences.
@@ -96,6 +106,18 @@ def generate(
         teacher = settings.value("teacher", teacher)
     threads = settings.value("threads", threads)
     profile = registry.get_profile(name)
+    if teacher == "profile":
+        from charlite.experience.grounded import DEFAULT_PROTECTIVE, generate_from_profile
+
+        source = click.get_current_context().get_parameter_source("protective")
+        given = source is not None and source.name != "DEFAULT"
+        result = generate_from_profile(
+            profile, dataset, protective if given else DEFAULT_PROTECTIVE, paragraphs
+        )
+        for note in result.notes:
+            warn(note)
+        _summary(result, quiet)
+        return
     options = GenerateOptions(
         teacher=teacher,
         scenes=scenes,
@@ -106,6 +128,7 @@ def generate(
         seed=seed,
         max_attempts=max_attempts,
         threads=threads,
+        coverage=coverage,
     )
     reporter = None if quiet else RichReporter()
     result = Generator(profile, options, reporter).run()

@@ -85,6 +85,12 @@ from charlite.cli.settings_option import SettingOption
     "--max-tokens", type=click.IntRange(8, 4096), help="Longest reply in tokens (default 200)."
 )
 @click.option("--show", is_flag=True, help="Print each new question and the words said aloud.")
+@click.option(
+    "--knowledge",
+    type=click.Choice(["auto", "always", "off"]),
+    help="Recall profile paragraphs into each question (single-turn; default: auto, or "
+    "CHARLITE_KNOWLEDGE).",
+)
 def interview(
     name,
     model,
@@ -100,6 +106,7 @@ def interview(
     temperature,
     max_tokens,
     show,
+    knowledge,
 ):
     """Interview a character with a question set and write a results file for 'charlite eval'."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -109,10 +116,12 @@ def interview(
     from charlite.errors import InterruptedByUser
     from charlite.eval import interview as iv
     from charlite.eval.questions import fact_questions, questions_for
+    from charlite.knowledge import default_knowledge_mode, use_knowledge
     from charlite.voices import resolve_model
 
     interviewer_spec = settings.value("interviewer", interviewer_spec)
     profile = characters.get_profile(name)
+    knowledge = knowledge or default_knowledge_mode()
     questions, source = questions_for(profile.slug, questions_file)
     if facts and not turns:
         questions = questions + fact_questions(profile)
@@ -126,6 +135,7 @@ def interview(
         "label": resolved.label,
         "prompted": resolved.prompted,
         "artifact": iv.artifact_of(resolved, backend),
+        "knowledge": use_knowledge(knowledge, profile, resolved),
     }
     interviewer = interviewer_info = None
     if turns:
@@ -172,6 +182,7 @@ def interview(
                 interviewer=interviewer,
                 interviewer_info=interviewer_info,
                 progress=progress,
+                knowledge=model_info["knowledge"],
             )
     except KeyboardInterrupt:
         kept = _count(output)

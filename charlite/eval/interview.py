@@ -112,19 +112,29 @@ def answer(
     params: GenParams = INTERVIEW_PARAMS,
     interviewer: str = roleplay.INTERVIEWER,
     max_continuations: int = MAX_CONTINUATIONS,
+    knowledge: bool = False,
 ) -> Answer:
     """Ask for the character's reply to ``turns`` (the last one a question).
 
     When the reply has no speaking part, its thinking is fed back as the character's turn and
-    the model continues; an empty reply is asked again with another seed.
+    the model continues; an empty reply is asked again with another seed. With ``knowledge``,
+    the profile paragraphs recalled for the question come in its turn, as in ``charlite chat``.
     """
     name = profile.short_name
     result = Answer()
     context = list(turns)
+    recalled: list[str] = []
+    if knowledge and context and context[-1].role != name:
+        from charlite.knowledge import recall
+
+        in_system = [t for t in profile.paragraph_texts() if t.strip() and t.strip() in system]
+        recalled = recall(profile, context[-1].content, exclude=in_system)
     start = time.perf_counter()
     for attempt in range(max_continuations + 1):
         fitted = fit_turns(backend, system, context, params.max_tokens)
         messages = roleplay.to_messages(name, profile.name, scene, fitted, system=system)
+        if recalled and messages[-1]["role"] == "user":
+            messages[-1]["content"] = roleplay.with_recall(messages[-1]["content"], recalled)
         seed = None if params.seed is None else params.seed + attempt
         completion = backend.chat(messages, params.with_(seed=seed))
         result.raw.append(completion.text)
@@ -424,6 +434,7 @@ def run_interview(
     interviewer: Interviewer | None = None,
     interviewer_info: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    knowledge: bool = False,
 ) -> tuple[dict[str, Any], list[int]]:
     """Ask the planned questions not yet answered in ``output``; return (results, new indices).
 
@@ -466,6 +477,7 @@ def run_interview(
                 [roleplay.Turn(roleplay.INTERVIEWER, q.question)],
                 system=system,
                 params=params,
+                knowledge=knowledge,
             )
             item.update(_answer_record(profile, ans))
         else:

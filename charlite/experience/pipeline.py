@@ -56,6 +56,7 @@ from charlite.experience.schemas import (
     teacher_schema_for,
 )
 from charlite.files import JsonlWriter, repair_jsonl
+from charlite.knowledge import fact_covered, fact_sentence
 from charlite.profile import Profile
 from charlite.spec import parse_spec
 
@@ -92,9 +93,17 @@ class GenerateOptions:
     repeat_penalty: float = 1.3
     threads: int | None = None
     """CPU threads of a local (llama.cpp) teacher; None: :func:`default_threads`."""
+    coverage: int = 0
+    """Experiences that answer each fact probe (a keyword in the character's lines), at least."""
 
     def check(self) -> None:
-        for name, low in (("scenes", 0), ("protective", 0), ("workers", 1), ("max_attempts", 1)):
+        for name, low in (
+            ("scenes", 0),
+            ("protective", 0),
+            ("workers", 1),
+            ("max_attempts", 1),
+            ("coverage", 0),
+        ):
             if getattr(self, name) < low:
                 raise DataError(f"--{name.replace('_', '-')} must be at least {low}")
         if self.paragraphs is not None and self.paragraphs < 1:
@@ -110,6 +119,7 @@ class GenerateOptions:
             "protective": self.protective,
             "paragraphs": self.paragraphs,
             "max_attempts": self.max_attempts,
+            "coverage": self.coverage,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "repeat_penalty": self.repeat_penalty,
@@ -124,6 +134,8 @@ class Task:
     index: int
     paragraph_id: int | None = None
     scene: SceneRecord | None = None
+    fact: int | None = None
+    """The fact probe a coverage task answers (its index in ``profile.facts``)."""
 
 
 @dataclass
@@ -189,6 +201,10 @@ def experience_id(scene: str) -> str:
 
 def protective_id(slug: str, index: int, seed: int) -> str:
     return "p-" + _digest("protective", slug, index, seed)[:12]
+
+
+def coverage_id(slug: str, question: str, index: int, seed: int) -> str:
+    return "c-" + _digest("coverage", slug, question, index, seed)[:12]
 
 
 def attempt_seed(seed: int, task_id: str, attempt: int) -> int:
@@ -366,6 +382,30 @@ def build_experience(
     return exp
 
 
+def build_coverage(
+    profile: Profile, reply: TeacherExperience, task: Task, teacher: str
+) -> Experience:
+    """A coverage experience: it must answer its fact probe (name one of its keywords)."""
+    assert task.fact is not None
+    fact = profile.facts[task.fact]
+    scene = profile.default_scene
+    exp = Experience(
+        id=task.id,
+        kind="experience",
+        paragraph_id=task.paragraph_id,
+        location=scene.location,
+        status=_clean(reply.background) or scene.status,
+        dialogue=build_dialogue(profile, reply.dialogue),
+        scene_type="coverage",
+        teacher=teacher,
+    )
+    check_experience(profile, exp)
+    said = [t.content for t in exp.dialogue if t.role == profile.short_name]
+    if not fact_covered(fact.answer_keywords, said):
+        raise Rejected("fact_not_named", fact.question)
+    return exp
+
+
 def build_protective(
     profile: Profile, reply: TeacherProtective, task: Task, teacher: str
 ) -> Experience:
@@ -455,6 +495,7 @@ class Generator:
         self._run_failures: dict[str, int] = {}
         self._failed_tasks: dict[str, int] = dict.fromkeys(STAGES, 0)
         self._new: dict[str, int] = dict.fromkeys(STAGES, 0)
+        self._coverage_wanted: list[Task] = []
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -521,8 +562,44 @@ class Generator:
             for k in range(o.protective)
         ]
 
+    def coverage_tasks(self) -> list[Task]:
+        """For each fact probe, the experiences still needed to reach ``--coverage`` of them.
+
+        Records of earlier runs that answer the probe count; task ids are fixed per probe and
+        index, so a rerun continues where the last one stopped.
+        """
+        o, p = self.options, self.profile
+        if not o.coverage:
+            return []
+        records = self.dataset.experiences("experiences")
+        tasks = []
+        for k, fact in enumerate(p.facts):
+            found = fact_sentence(p, fact.question, fact.answer_keywords)
+            if found is None:
+                continue
+            ids = [coverage_id(p.slug, fact.question, i, o.seed) for i in range(o.coverage)]
+            done = set(ids) & {r.id for r in records}
+            have = sum(
+                1
+                for r in records
+                if r.id not in done
+                and fact_covered(
+                    fact.answer_keywords, [t.content for t in r.dialogue if t.role == p.short_name]
+                )
+            )
+            todo = [i for i in ids if i not in done][: max(0, o.coverage - have - len(done))]
+            tasks.extend(Task("experiences", i, k, paragraph_id=found[0], fact=k) for i in todo)
+        return tasks
+
     def _messages_schema(self, task: Task) -> tuple[list[dict], dict, type[BaseModel]]:
         p, who = self.profile, self.profile.short_name
+        if task.fact is not None:
+            fact = p.facts[task.fact]
+            found = fact_sentence(p, fact.question, fact.answer_keywords)
+            assert found is not None and task.paragraph_id is not None
+            other = prompts.visitor(task.fact)
+            msgs = prompts.coverage_messages(p, fact.question, found[1], task.paragraph_id, other)
+            return msgs, teacher_schema_for(TeacherExperience, who, [other]), TeacherExperience
         if task.stage == "scenes":
             assert task.paragraph_id is not None
             msgs = _inert(
@@ -547,6 +624,8 @@ class Generator:
                 if similarity(_scene_text(scene), _scene_text(other)) >= DUPLICATE_SIMILARITY:
                     raise Rejected("duplicate_scene", other.id)
             return scene
+        if task.fact is not None:
+            return build_coverage(self.profile, reply, task, self.teacher)  # type: ignore[arg-type]
         if task.stage == "experiences":
             return build_experience(self.profile, reply, task, self.teacher)  # type: ignore[arg-type]
         return build_protective(self.profile, reply, task, self.teacher)  # type: ignore[arg-type]
@@ -725,13 +804,15 @@ class Generator:
         writers = {stage: JsonlWriter(ds.file(stage)) for stage in STAGES}
         self._failure_writer = JsonlWriter(ds.failures_path)
         n_scenes = len(self.scene_tasks())
-        total = n_scenes * 2 + o.protective
+        total = n_scenes * 2 + o.protective + len(self.coverage_tasks())
         done_before = sum(len(ds.ids(s)) for s in STAGES)
         self.reporter.start(total, min(done_before, total))
         interrupted = False
         try:
             self._run_stage("scenes", self.scene_tasks(), writers)
             self._run_stage("experiences", self.experience_tasks(), writers)
+            self._coverage_wanted = self.coverage_tasks()
+            self._run_stage("experiences", self._coverage_wanted, writers)
             self._run_stage("protective", self.protective_tasks(), writers)
         except KeyboardInterrupt:
             interrupted = True
@@ -768,7 +849,8 @@ class Generator:
         ds = self.dataset
         wanted = {
             "scenes": {t.id for t in self.scene_tasks()},
-            "experiences": {experience_id(t.id) for t in self.scene_tasks()},
+            "experiences": {experience_id(t.id) for t in self.scene_tasks()}
+            | {t.id for t in self._coverage_wanted},
             "protective": {t.id for t in self.protective_tasks()},
         }
         complete = all(wanted[s] <= ds.ids(s) for s in STAGES)

@@ -141,6 +141,30 @@ def experience_messages(
     ]
 
 
+def coverage_messages(
+    profile: Profile, question: str, answer: str, paragraph_id: int, other: str
+) -> list[dict[str, str]]:
+    """Messages asking for a dialogue in which ``other`` asks a fact probe's ``question`` and the
+    character answers it from the profile (the coverage stage)."""
+    who = profile.short_name
+    scene = profile.default_scene
+    return [
+        _system(profile),
+        {
+            "role": "user",
+            "content": (
+                f"What happened:\n{profile.paragraphs[paragraph_id].text}\n\n"
+                f"The scene (chat):\nLocation: {scene.location}\nBackground: {scene.status}\n\n"
+                f'{other} asks {who}: "{question}" {who} answers from memory, truly, as the '
+                f"paragraph says ({answer}), and says the names plainly.\n"
+                f"Give a background: a short paragraph that sets the situation from {who}'s point "
+                f"of view. Then the dialogue, which begins with {other}'s question.\n"
+                f"{_style(profile)}{_dialogue_rules(profile, [other])}"
+            ),
+        },
+    ]
+
+
 def unknown_kind(profile: Profile, index: int) -> str:
     kinds = FICTION_KINDS if is_fictional(profile) else UNKNOWN_KINDS
     return kinds[index % len(kinds)]

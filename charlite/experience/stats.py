@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from charlite.experience.dataset import Dataset
+from charlite.knowledge import coverage as knowledge_coverage
 from charlite.profile import Profile
 
 
@@ -39,6 +40,7 @@ def dataset_stats(profile: Profile, dataset: Dataset) -> dict[str, Any]:
             {"paragraph": i, "scenes": n_scenes, "experiences": n_exps, "text": para.text[:60]}
         )
     covered = sum(1 for c in coverage if c["scenes"] or c["experiences"])
+    facts = knowledge_coverage(profile, exps + prot)
     return {
         "character": profile.slug,
         "dataset": dataset.name,
@@ -68,6 +70,9 @@ def dataset_stats(profile: Profile, dataset: Dataset) -> dict[str, Any]:
             "paragraphs": len(profile.paragraphs),
             "covered": covered,
             "per_paragraph": coverage,
+            "facts": facts["facts"],
+            "facts_covered": facts["facts_covered"],
+            "per_fact": facts["per_fact"],
         },
         "failures": dataset.failure_counts(),
         "sources": [

@@ -124,6 +124,13 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(
         None, ge=1, description="CPU threads for training (default: torch's choice, all cores)."
     )
+    knowledge_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of dialogues whose questions carry recalled profile paragraphs, as "
+        "chat shows them with --knowledge (the rest teach recall from memory).",
+    )
     load_in_4bit: bool = Field(True, description="Unsloth only: load the base in 4 bits (QLoRA).")
     allow_download: bool = Field(
         False, description="hf: bases only: allow downloading from the Hugging Face Hub."

@@ -17,6 +17,7 @@ character's answer), each part starting again with the system message.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -69,11 +70,36 @@ class ExampleSet:
 # Messages
 
 
-def experience_messages(profile: Profile, experience: Experience) -> list[Message]:
-    """An experience as chat messages, through the role-play format."""
+def experience_messages(
+    profile: Profile, experience: Experience, knowledge: bool = False
+) -> list[Message]:
+    """An experience as chat messages, through the role-play format; with ``knowledge``, each
+    question carries the profile paragraphs recalled for it, as in a chat with knowledge on."""
+    recall = None
+    if knowledge:
+        from charlite.knowledge import recall as recall_for
+
+        def recall(question: str) -> list[str]:
+            return recall_for(profile, question)
+
     return roleplay.to_messages(
-        profile.short_name, profile.name, experience.scene(), experience.turns()
+        profile.short_name, profile.name, experience.scene(), experience.turns(), recall=recall
     )
+
+
+def with_knowledge(record_id: str, share: float) -> bool:
+    """Whether a record is rendered with recalled paragraphs: a fixed choice per record id, so
+    that about ``share`` of the records are, the same ones on every run.
+
+    >>> with_knowledge("x", 0.0), with_knowledge("x", 1.0)
+    (False, True)
+    """
+    if share <= 0:
+        return False
+    if share >= 1:
+        return True
+    digest = hashlib.sha256(record_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < share
 
 
 def render(tokenizer: Any, messages: Sequence[Message], generation_prompt: bool = False) -> str:
@@ -274,13 +300,19 @@ def _fit_exchange(
 
 
 def build_examples(
-    tokenizer: Any, profile: Profile, records: Sequence[Experience], max_seq_len: int
+    tokenizer: Any,
+    profile: Profile,
+    records: Sequence[Experience],
+    max_seq_len: int,
+    knowledge_share: float = 0.0,
 ) -> ExampleSet:
     """Every trainable part of every record, as token ids and labels."""
     stats: Counter = Counter()
     examples: list[Example] = []
     for record in records:
-        messages = experience_messages(profile, record)
+        knowledge = with_knowledge(record.id, knowledge_share)
+        stats["with_knowledge"] += knowledge
+        messages = experience_messages(profile, record, knowledge)
         for n, (ids, mask) in enumerate(
             split_conversation(tokenizer, messages, max_seq_len, stats)
         ):

@@ -28,6 +28,7 @@ from charlite.characters import get_profile
 from charlite.errors import DataError, InterruptedByUser, TrainingError
 from charlite.files import JsonlWriter, write_json_atomic
 from charlite.home import CharacterPaths, check_name, ensure_dir
+from charlite.knowledge import coverage as knowledge_coverage
 from charlite.train.base import Base, locate_base, prepare_base
 from charlite.train.config import TrainConfig
 from charlite.train.dataset import load_training_data
@@ -164,7 +165,9 @@ def train(
         raise TrainingError(
             f"base {base.spec} has no chat template", hint="train on an instruct (chat) model"
         )
-    example_set = build_examples(tokenizer, profile, data.records, cfg.max_seq_len)
+    example_set = build_examples(
+        tokenizer, profile, data.records, cfg.max_seq_len, cfg.knowledge_share
+    )
     if not example_set.examples:
         raise DataError(f"dataset '{data.name}' gave no example with tokens to train on")
     reporter.info(
@@ -203,6 +206,10 @@ def train(
             "finished": None,
             "base": base.describe(),
             "dataset": {**data.summary(), **example_set.token_counts()},
+            "knowledge": {
+                "share": cfg.knowledge_share,
+                "coverage": knowledge_coverage(profile, data.records),
+            },
             "config": cfg.model_dump(mode="json"),
             "engine": choice.engine,
             "device": choice.device,

@@ -1,0 +1,416 @@
+"""``charlite generate NAME --teacher profile``: a dataset built from the profile, no model.
+
+Honest data for a laptop without a capable teacher. Every answer is made of the profile's own
+sentences, turned into the first person:
+
+* **paragraph exchanges**: each paragraph is cut into passages of one or two sentences; for
+  each passage a visitor asks about its topic (the names it mentions, or the paragraph's
+  heading) in :data:`PHRASINGS_PER_PASSAGE` phrasings, and the character answers with the
+  passage;
+* **fact exchanges**: each ``facts`` probe of the profile is asked in :data:`FACT_PHRASINGS`
+  phrasings and answered with the profile sentence that holds one of its keywords;
+* **protective exchanges** (``--protective N``): a visitor asks about something invented after
+  the character's time and the character, puzzled, turns back to its own world.
+
+Records pass the same checks as teacher-made ones (:func:`pipeline.check_experience`) and are
+written to the same files with the same manifest, so ``data stats``, ``train``, ``export`` and
+``interview`` use them as they are. Ids are digests of what a record is made of: rerunning
+adds nothing, and a record already there is never written twice.
+
+The first-person rewrite is a small rule set (the character's names and third-person pronouns
+become I/me/my); it is right for most biography sentences and never invents content.
+
+>>> first_person("Beethoven left Bonn in 1792 with his brother.", ["Beethoven"], "he")
+'I left Bonn in 1792 with my brother.'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+
+from charlite.errors import DataError
+from charlite.experience.dataset import Dataset, now
+from charlite.experience.pipeline import GenerateResult, Rejected, check_experience
+from charlite.experience.schemas import STAGE_FILES, DialogueTurn, Experience
+from charlite.files import JsonlWriter, repair_jsonl
+from charlite.knowledge import fact_covered, fact_sentence, sentences
+from charlite.profile import Profile
+
+TEACHER = "profile"
+"""The ``--teacher`` value that selects this builder."""
+GROUNDED_VERSION = "grounded-1"
+PHRASINGS_PER_PASSAGE = 2
+FACT_PHRASINGS = 3
+DEFAULT_PROTECTIVE = 8
+"""Protective exchanges when ``--protective`` is not given."""
+VISITORS = ("Visitor", "Man", "Stranger", "Guest")
+
+_PASSAGE_QUESTIONS = (
+    "Tell me about {topic}.",
+    "What can you tell me about {topic}?",
+    "I have heard stories about {topic}. What happened?",
+    "Would you speak of {topic}?",
+)
+_FACT_QUESTIONS = ("{q}", "Tell me, {lq}", "I have always wondered: {q}", "May I ask you this? {q}")
+_THOUGHTS = (
+    "{topic}... I remember it well.",
+    "Ah, {topic}. That takes me back.",
+    "They ask about {topic}. I will tell them plainly.",
+)
+# things invented long after most bundled characters lived; each is asked only of a character
+# whose knowledge cutoff is earlier
+_UNKNOWN = (
+    ("a smartphone", 2007, "What do you think of my smartphone?"),
+    ("the internet", 1983, "Do you use the internet much?"),
+    ("television", 1927, "What is your favourite television programme?"),
+    ("an aeroplane", 1903, "Have you ever flown in an aeroplane?"),
+    ("a computer program", 1946, "Can you help me debug this computer program?"),
+    ("video games", 1972, "Which video games do you like to play?"),
+    ("nuclear power", 1942, "Should we build more nuclear power stations?"),
+    ("social media", 2004, "How many followers do you have on social media?"),
+)
+_PUZZLED = (
+    "{thing}? I do not know what you mean, and I will not pretend that I do.",
+    "I have never heard of {thing}. You speak in riddles, stranger.",
+    "{thing}? No such thing exists in my world. Ask me of things I know.",
+)
+
+_PROPER = re.compile(r"\b[A-Z][\w'’-]+(?:\s+(?:van|von|de|da|of|the|la|le)?\s*[A-Z][\w'’-]+)*")
+_COMMON_CAPS = {
+    "The", "A", "An", "In", "On", "At", "His", "Her", "He", "She", "It", "Its", "When", "After",
+    "Before", "Among", "Of", "By", "For", "From", "With", "Within", "During", "Only", "Even",
+    "Then", "There", "This", "That", "These", "Those", "But", "And", "As", "Yet", "Though",
+    "Although", "While", "Once", "Later", "Soon", "Still", "Besides", "Despite", "Since", "Unlike",
+    "Like", "To", "They", "Their", "We", "I", "Not", "Some", "Many", "Most", "All",
+    "One", "Two", "Three", "Both", "Each", "Every", "Few", "Much", "Such", "What", "Who",
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
+    "Saturday", "Sunday", "Mr", "Mrs", "Ms", "Dr", "Sir", "St",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Names:
+    """How the profile refers to the character, and with which pronouns."""
+
+    names: tuple[str, ...]
+    pronoun: str  # "he", "she" or "they"
+
+
+def character_names(profile: Profile) -> Names:
+    full = profile.name.strip()
+    parts = [p for p in full.split() if len(p) > 2 and p[0].isupper()]
+    names = sorted({full, profile.short_name, *parts}, key=len, reverse=True)
+    text = " ".join(profile.paragraph_texts()).lower()
+    he = len(re.findall(r"\b(?:he|his|him)\b", text))
+    she = len(re.findall(r"\b(?:she|her|hers)\b", text))
+    pronoun = "he" if he >= she else "she"
+    return Names(tuple(n for n in names if n), pronoun)
+
+
+_SUBJECT_AFTER = {
+    "and", "but", "or", "when", "while", "that", "as", "because", "so", "where", "after",
+    "before", "until", "since", "though", "although", "if", "then", "once", "yet", "which",
+    "who", "whom",
+}  # fmt: skip
+_NOT_AFTER_MY = (
+    "and|or|but|to|in|as|at|on|with|that|for|from|by|after|before|when|because|so|up|down|"
+    "out|off|into|again|back|over|away|until|while|if|than|the|a|an"
+)
+_PREVIOUS_WORD = re.compile(r"([A-Za-z]+)\W*$")
+
+
+def _object_position(before: str) -> bool:
+    """Whether a name after ``before`` is an object ("offered Beethoven a post")."""
+    if not before.strip() or before.rstrip().endswith((",", ";", ":", ".", "(")):
+        return False
+    m = _PREVIOUS_WORD.search(before)
+    if not m:
+        return False
+    word = m.group(1)
+    return word.islower() and word not in _SUBJECT_AFTER
+
+
+_PARTICLE_BEFORE = re.compile(r"(?:\b(?:van|von|de|da|del|di|le|la)\s+|[A-Z][\w'’-]*\s+)$")
+
+
+def _replace_name(text: str, name: str, full: bool) -> str:
+    """``name`` in ``text`` as I, me or my, by where it stands."""
+    pattern = re.compile(rf"(?<![\w-]){re.escape(name)}(?:'s|’s)?(?![\w-])")
+
+    def swap(m: re.Match) -> str:
+        before = text[: m.start()]
+        if not full and _PARTICLE_BEFORE.search(before):
+            return m.group(0)  # "Johann van Beethoven" is someone else
+        if m.group(0).endswith(("'s", "’s")):
+            return "My" if _at_start(before) else "my"
+        if _object_position(before):
+            return "me"
+        return "I"
+
+    return pattern.sub(swap, text)
+
+
+def first_person(sentence: str, names: list[str] | tuple[str, ...], pronoun: str = "he") -> str:
+    """A third-person sentence about the character, told by the character."""
+    text = sentence
+    for n, name in enumerate(names):
+        text = _replace_name(text, name, full=n == 0)
+    if pronoun == "she":
+        text = re.sub(r"\bShe\b", "I", text)
+        text = re.sub(r"\bshe\b", "I", text)
+        text = re.sub(r"\bherself\b", "myself", text)
+        text = re.sub(r"\bHer\b", "My", text)
+        text = re.sub(rf"\bher(?=\s+\w)(?!\s+(?:{_NOT_AFTER_MY})\b)", "my", text)
+        text = re.sub(r"\bher\b", "me", text)
+        text = re.sub(r"\bhers\b", "mine", text)
+    elif pronoun == "he":
+        text = re.sub(r"\bHe\b", "I", text)
+        text = re.sub(r"\bhe\b", "I", text)
+        text = re.sub(r"\bhimself\b", "myself", text)
+        text = re.sub(r"\bHis\b", "My", text)
+        text = re.sub(r"\bhis\b", "my", text)
+        text = re.sub(r"\bhim\b", "me", text)
+    text = re.sub(r"\bI is\b", "I am", text)
+    text = re.sub(r"\bI has\b", "I have", text)
+    text = re.sub(r"\bI does\b", "I do", text)
+    return text[:1].upper() + text[1:] if text else text
+
+
+def _at_start(before: str) -> bool:
+    return not before.strip() or before.rstrip().endswith((".", "!", "?", '"', "“"))
+
+
+def passages(text: str, size: int = 2) -> list[str]:
+    """A paragraph cut into runs of ``size`` sentences (a short last run joins the one before)."""
+    sents = sentences(text)
+    out = [" ".join(sents[i : i + size]) for i in range(0, len(sents), size)]
+    if len(out) > 1 and len(sentences(out[-1])) < size and len(out[-1]) < 80:
+        out[-2] = out[-2] + " " + out.pop()
+    return out
+
+
+def topic_of(
+    text: str, names: Names, heading: str | None = None, avoid: set[str] = frozenset()
+) -> str:
+    """What a passage is about, for the visitor's question: the names it mentions first."""
+    found: list[str] = []
+    mine = {n.lower() for n in names.names}
+    for m in _PROPER.finditer(text):
+        words = m.group(0).split()
+        while words and words[0] in _COMMON_CAPS:
+            words.pop(0)
+        phrase = " ".join(words)
+        if not phrase or phrase.lower() in mine or phrase in avoid or phrase in found:
+            continue
+        if any(w.lower() in mine for w in words):
+            continue
+        found.append(phrase)
+    if found:
+        return " and ".join(found[:2])
+    if heading:
+        return heading.strip().lower()
+    return "your life in those years"
+
+
+def _id(*parts: object) -> str:
+    return "g-" + hashlib.sha256("|".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:12]
+
+
+def _record(
+    profile: Profile,
+    rid: str,
+    visitor: str,
+    question: str,
+    thought: str,
+    answer: str,
+    paragraph_id: int | None,
+    kind: str = "experience",
+    topic: str | None = None,
+) -> Experience:
+    scene = profile.default_scene
+    who = profile.short_name
+    exp = Experience(
+        id=rid,
+        kind=kind,  # type: ignore[arg-type]
+        paragraph_id=paragraph_id,
+        topic=topic,
+        location=scene.location,
+        status=scene.status,
+        dialogue=[
+            DialogueTurn(role=visitor, content=question),
+            DialogueTurn(role=who, action="thinking", content=thought),
+            DialogueTurn(role=who, action="speaking", content=answer),
+        ],
+        source="profile",
+        scene_type="chat",
+        teacher=TEACHER,
+    )
+    check_experience(profile, exp)
+    return exp
+
+
+def build_records(
+    profile: Profile, protective: int = 0, paragraphs: int | None = None
+) -> tuple[list[Experience], list[Experience], list[str]]:
+    """(experiences, protective experiences, notes) for ``profile``; the same every time.
+
+    ``paragraphs`` limits the passage exchanges to the first N paragraphs; every fact probe is
+    asked whatever the limit."""
+    names = character_names(profile)
+    slug = profile.slug
+    out: list[Experience] = []
+    notes: list[str] = []
+    n = 0
+    for p_id, para in enumerate(profile.paragraphs[:paragraphs]):
+        for k, passage in enumerate(passages(para.text)):
+            topic = topic_of(passage, names, para.heading)
+            answer = " ".join(
+                first_person(s, names.names, names.pronoun) for s in sentences(passage)
+            )
+            for j in range(PHRASINGS_PER_PASSAGE):
+                q = _PASSAGE_QUESTIONS[(k + j) % len(_PASSAGE_QUESTIONS)].format(topic=topic)
+                thought = _THOUGHTS[(p_id + k + j) % len(_THOUGHTS)].format(topic=topic)
+                try:
+                    out.append(
+                        _record(
+                            profile,
+                            _id("passage", slug, passage, q),
+                            VISITORS[n % len(VISITORS)],
+                            q,
+                            thought[:1].upper() + thought[1:],
+                            answer,
+                            p_id,
+                        )
+                    )
+                except Rejected as exc:
+                    notes.append(f"paragraph {p_id}: skipped a passage ({exc.reason})")
+                n += 1
+    for f_id, fact in enumerate(profile.facts):
+        found = fact_sentence(profile, fact.question, fact.answer_keywords)
+        if found is None:
+            notes.append(
+                f"fact probe '{fact.question}': no profile sentence names "
+                f"{' / '.join(fact.answer_keywords)}; it stays uncovered"
+            )
+            continue
+        p_id, sentence = found
+        answer = first_person(sentence, names.names, names.pronoun)
+        if not fact_covered(fact.answer_keywords, [answer]) and fact_covered(
+            fact.answer_keywords, [profile.name]
+        ):  # the keyword was the character's own name, which "I" replaced
+            answer = f"I am {profile.name}. {answer}"
+        q0 = fact.question.strip()
+        for j in range(FACT_PHRASINGS):
+            q = _FACT_QUESTIONS[j % len(_FACT_QUESTIONS)].format(q=q0, lq=q0[:1].lower() + q0[1:])
+            out.append(
+                _record(
+                    profile,
+                    _id("fact", slug, q0, q, answer),
+                    VISITORS[(f_id + j) % len(VISITORS)],
+                    q,
+                    "I know this well.",
+                    answer,
+                    p_id,
+                )
+            )
+    prot: list[Experience] = []
+    cutoff = profile.knowledge_cutoff
+    unknown = [u for u in _UNKNOWN if cutoff is None or cutoff < u[1]]
+    home = profile.home or profile.default_scene.location
+    for i in range(min(protective, len(unknown) * len(_PUZZLED)) if unknown else 0):
+        thing, _year, question = unknown[i % len(unknown)]
+        reply = _PUZZLED[(i // len(unknown)) % len(_PUZZLED)].format(thing=thing)
+        reply = reply[:1].upper() + reply[1:] + f" Here in {home} we have other things to talk of."
+        prot.append(
+            _record(
+                profile,
+                _id("protective", slug, question, reply),
+                VISITORS[i % len(VISITORS)],
+                question,
+                f"{thing[:1].upper() + thing[1:]}? What is this stranger talking about?",
+                reply,
+                None,
+                kind="protective",
+                topic=thing,
+            )
+        )
+    return out, prot, notes
+
+
+def generate_from_profile(
+    profile: Profile,
+    dataset: str = "default",
+    protective: int = DEFAULT_PROTECTIVE,
+    paragraphs: int | None = None,
+) -> GenerateResult:
+    """Write the grounded records of ``profile`` that ``dataset`` does not hold yet."""
+    started = time.monotonic()
+    ds = Dataset(profile.slug, dataset)
+    experiences, prot, notes = build_records(profile, protective, paragraphs)
+    ds.create()
+    with ds.lock("generate"):
+        manifest = ds.read_manifest()
+        if manifest is None:
+            manifest = ds.new_manifest(profile.digest())
+        elif manifest.get("teacher") not in (None, TEACHER) or manifest.get("profile_hash") not in (
+            None,
+            profile.digest(),
+        ):
+            raise DataError(
+                f"dataset '{ds.name}' of {ds.slug} was made by another teacher or from another "
+                "version of the profile",
+                hint="use another --dataset for the profile-grounded data",
+            )
+        repaired = [
+            ds.file(s).name for s in ("experiences", "protective") if repair_jsonl(ds.file(s))
+        ]
+        new = {stage: 0 for stage in STAGE_FILES}
+        for stage, records in (("experiences", experiences), ("protective", prot)):
+            have = ds.ids(stage)
+            with JsonlWriter(ds.file(stage)) as out:
+                for rec in records:
+                    if rec.id in have:
+                        continue
+                    out.write(rec.model_dump(mode="json", exclude_none=True))
+                    have.add(rec.id)
+                    new[stage] += 1
+        manifest.update(
+            profile_hash=profile.digest(),
+            teacher=TEACHER,
+            prompt_version=GROUNDED_VERSION,
+            parameters={
+                "protective": protective,
+                "paragraphs": paragraphs,
+                "phrasings": PHRASINGS_PER_PASSAGE,
+                "fact_phrasings": FACT_PHRASINGS,
+            },
+            status="complete",
+        )
+        if TEACHER not in manifest.setdefault("teachers", []):
+            manifest["teachers"].append(TEACHER)
+        manifest["expected"] = {
+            "scenes": 0,
+            "experiences": len(experiences),
+            "protective": len(prot),
+        }
+        manifest.setdefault("runs", []).append({"finished": now(), "teacher": TEACHER, "new": new})
+        del manifest["runs"][:-20]
+        ds.write_manifest(manifest)
+    return GenerateResult(
+        dataset=ds.label,
+        path=str(ds.path),
+        counts=ds.counts(),
+        expected=manifest["expected"],
+        new=new,
+        failed_tasks={},
+        failures={},
+        seconds=round(time.monotonic() - started, 1),
+        workers=1,
+        repaired=repaired,
+        complete=True,
+        notes=notes,
+    )

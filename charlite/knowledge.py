@@ -1,0 +1,293 @@
+"""Knowledge in every mode: the profile paragraphs a turn is about, recalled with BM25.
+
+Training gives a character its voice; the profile's facts reach the model by retrieval, in
+prompted and trained mode alike. For each user turn the paragraphs most related to it are
+found with `bm25s <https://github.com/xhluca/bm25s>`_ (a small, maintained lexical BM25
+library: numpy only, its index a sparse matrix) and put into that turn, never into the system
+message, so the system prefix stays byte-stable and the persona cache and KV reuse keep
+working (see :func:`charlite.roleplay.with_recall`).
+
+The index is built once per profile (keyed by :meth:`Profile.digest`) and kept in-process: a
+profile has tens of paragraphs, so building one takes a few milliseconds, less than reading
+it from disk would.
+
+``--knowledge auto|always|off``: ``off`` renders exactly the prompts charlite always did;
+``always`` recalls in every mode; ``auto`` recalls for the prompted base, and for a trained
+export unless its run's manifest shows that its data covered every paragraph and fact probe of
+the profile and that it was trained without recalled paragraphs.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from charlite import settings
+from charlite.errors import CharliteError
+
+if TYPE_CHECKING:
+    from charlite.profile import Profile
+    from charlite.voices import ResolvedModel
+
+KNOWLEDGE_MODES: tuple[str, ...] = ("auto", "always", "off")
+KNOWLEDGE_ENV = "CHARLITE_KNOWLEDGE"
+RECALL_K = 3
+"""Paragraphs recalled from per turn, at most."""
+RECALL_BUDGET_CHARS = 800
+"""Characters of recalled text per turn, about (~200 tokens): the sentences of the recalled
+paragraphs that share most words with the turn. A 135M model reads a few sentences better than
+whole paragraphs, and a CPU trains on them several times faster."""
+
+
+def default_knowledge_mode() -> str:
+    """The ``--knowledge`` default: the ``knowledge`` setting (``CHARLITE_KNOWLEDGE``, the
+    config file, else ``auto``)."""
+    return settings.knowledge_mode()
+
+
+def check_mode(value: str, where: str = "--knowledge") -> str:
+    if value not in KNOWLEDGE_MODES:
+        raise CharliteError(
+            f"{where}: '{value}' is not a knowledge mode",
+            hint="use one of: " + ", ".join(KNOWLEDGE_MODES),
+        )
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The index
+
+
+@dataclass
+class Hit:
+    paragraph: int
+    score: float
+    text: str
+
+
+class ProfileIndex:
+    """A BM25 index over one profile's paragraphs (heading included with its paragraph)."""
+
+    def __init__(self, profile: Profile):
+        import bm25s
+        import Stemmer
+        from bm25s.tokenization import Tokenizer
+
+        self.texts = profile.paragraph_texts()
+        # Snowball stems, so "studies" finds "study" and "musical" finds "music"
+        self.tokenizer = Tokenizer(stopwords="en", stemmer=Stemmer.Stemmer("english"))
+        docs = [f"{p.heading or ''} {p.text}" for p in profile.paragraphs]
+        tokens = self.tokenizer.tokenize(docs, return_as="string", show_progress=False)
+        self.bm25 = bm25s.BM25()
+        self.bm25.index(tokens, create_empty_token=False, show_progress=False)
+
+    def words(self, text: str) -> list[str]:
+        """``text`` as the index sees it: lower-case stems, stop words left out."""
+        [words] = self.tokenizer.tokenize(
+            [text], update_vocab=True, return_as="string", show_progress=False
+        )
+        return [w for w in words if w]
+
+    def search(self, query: str, k: int = RECALL_K) -> list[Hit]:
+        """The ``k`` best paragraphs for ``query`` that share a word with it, best first."""
+        known = [w for w in self.words(query) if w in self.bm25.vocab_dict]
+        if not known:
+            return []
+        scores = self.bm25.get_scores(known)
+        order = sorted(range(len(self.texts)), key=lambda i: (-float(scores[i]), i))
+        return [Hit(i, float(scores[i]), self.texts[i]) for i in order[:k] if scores[i] > 0]
+
+
+_INDEXES: dict[str, ProfileIndex] = {}
+_LOCK = threading.Lock()
+
+
+def index_for(profile: Profile) -> ProfileIndex:
+    """The profile's index, built on first use and kept for the process."""
+    key = profile.digest()
+    with _LOCK:
+        index = _INDEXES.get(key)
+        if index is None:
+            index = _INDEXES[key] = ProfileIndex(profile)
+        return index
+
+
+def recall(
+    profile: Profile,
+    query: str,
+    *,
+    exclude: Iterable[str] = (),
+    k: int = RECALL_K,
+    budget_chars: int = RECALL_BUDGET_CHARS,
+) -> list[str]:
+    """What ``query`` brings back: from each of the ``k`` best paragraphs, best first, the
+    sentences that share most words with it (in the paragraph's order), ``budget_chars`` in all.
+
+    Paragraphs in ``exclude`` (already in the system message) are skipped. Nothing comes back
+    when the query shares no word with the profile ("write me some Python").
+    """
+    index = index_for(profile)
+    skip = {e.strip() for e in exclude}
+    hits = [h for h in index.search(query, k + len(skip)) if h.text.strip() not in skip][:k]
+    asked = set(index.words(query))
+    out: list[str] = []
+    left = budget_chars
+    for hit in hits:
+        if left <= 0:
+            break
+        chosen = _best_sentences(index, hit.text, asked, left)
+        if chosen:
+            out.append(chosen)
+            left -= len(chosen)
+    return out
+
+
+def _best_sentences(index: ProfileIndex, text: str, asked: set[str], budget: int) -> str:
+    """The sentences of ``text`` sharing most words with the query, in order, within ``budget``
+    (the best one always, even when longer)."""
+    sents = sentences(text)
+    scored = sorted(range(len(sents)), key=lambda i: (-len(asked & set(index.words(sents[i]))), i))
+    keep: list[int] = []
+    used = 0
+    for i in scored:
+        if keep and (used + len(sents[i]) > budget or not asked & set(index.words(sents[i]))):
+            continue
+        keep.append(i)
+        used += len(sents[i]) + 1
+    return " ".join(sents[i] for i in sorted(keep))
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a fact probe's answer sits in the profile
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"“(]?[A-Z0-9])")
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+_WORD = re.compile(r"[a-z]{4,}")
+_QUESTION_WORDS = {
+    "what", "were", "your", "with", "which", "when", "where", "there", "that", "this", "from",
+    "have", "does", "whom", "whose", "into", "about", "tell", "they", "them", "their", "would",
+    "could", "should", "first", "name", "some", "many", "much", "most", "other", "very", "after",
+}  # fmt: skip
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _QUESTION_WORDS}
+
+
+def fact_sentence(profile: Profile, question: str, keywords: list[str]) -> tuple[int, str] | None:
+    """(paragraph, answer) for a fact probe: the profile sentence that names one of
+    ``keywords`` and, with its neighbours, shares most words with ``question``; a neighbour
+    that shares words with the question comes along (the first such sentence on a tie)."""
+    best: tuple[int, int, str] | None = None
+    wanted = [k.lower() for k in keywords]
+    asked = _content_words(question)
+    for i, text in enumerate(profile.paragraph_texts()):
+        sents = sentences(text)
+        for j, sent in enumerate(sents):
+            hits = sum(1 for k in wanted if k in sent.lower())
+            if not hits:
+                continue
+            near = [
+                (n, len(asked & _content_words(sents[n])))
+                for n in (j - 1, j + 1)
+                if 0 <= n < len(sents)
+            ]
+            own = len(asked & _content_words(sent))
+            extra = max(near, key=lambda x: x[1], default=(None, 0))
+            score = 2 * (own + extra[1]) + hits
+            if best is None or score > best[0]:
+                chosen = [j] if not extra[1] else sorted([j, extra[0]])
+                best = (score, i, " ".join(sents[n] for n in chosen))
+    return (best[1], best[2]) if best else None
+
+
+# ---------------------------------------------------------------------------------------------
+# What a dataset covers
+
+
+def fact_covered(keywords: Sequence[str], texts: Iterable[str]) -> bool:
+    """Whether any of ``texts`` names one of the ``keywords`` (case-insensitive)."""
+    wanted = [k.lower() for k in keywords if k.strip()]
+    return any(any(k in t.lower() for k in wanted) for t in texts)
+
+
+def coverage(profile: Profile, records: Sequence[Any]) -> dict[str, Any]:
+    """Which paragraphs (by ``paragraph_id``) and fact probes (a keyword in one of the
+    character's lines) a dataset's experience records cover."""
+    who = profile.short_name
+    said = [t.content for r in records for t in r.dialogue if t.role == who]
+    paragraphs = {r.paragraph_id for r in records if r.paragraph_id is not None}
+    facts = [
+        {
+            "question": f.question,
+            "covered": fact_covered(f.answer_keywords, said),
+            "records": sum(
+                1
+                for r in records
+                if fact_covered(f.answer_keywords, [t.content for t in r.dialogue if t.role == who])
+            ),
+        }
+        for f in profile.facts
+    ]
+    n_par = len(profile.paragraphs)
+    covered_par = sum(1 for i in range(n_par) if i in paragraphs)
+    covered_facts = sum(1 for f in facts if f["covered"])
+    return {
+        "paragraphs": n_par,
+        "paragraphs_covered": covered_par,
+        "facts": len(facts),
+        "facts_covered": covered_facts,
+        "per_fact": facts,
+        "complete": covered_par == n_par and covered_facts == len(facts),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciding, per chat
+
+
+def use_knowledge(mode: str, profile: Profile, resolved: ResolvedModel) -> bool:
+    """Whether a chat recalls paragraphs into its turns (see the module docstring)."""
+    mode = check_mode(mode)
+    if mode != "auto":
+        return mode == "always"
+    if resolved.prompted:
+        return True
+    run = trained_run_manifest(profile, resolved)
+    if run is None:  # no manifest says the data covered the profile
+        return True
+    knowledge = run.get("knowledge") or {}
+    if (knowledge.get("share") or 0) > 0:  # trained to read recalled paragraphs
+        return True
+    return not (knowledge.get("coverage") or {}).get("complete", False)
+
+
+def trained_run_manifest(profile: Profile, resolved: ResolvedModel) -> dict | None:
+    """The run manifest behind the export a chat uses, when it is one of the character's."""
+    from charlite.files import read_json
+    from charlite.home import CharacterPaths
+
+    paths = CharacterPaths.of(profile.slug)
+    for file in (resolved.lora, resolved.path):
+        if file is None:
+            continue
+        folder = Path(file).parent
+        if folder.parent != paths.root / "exports":
+            continue
+        try:
+            export = read_json(folder / "manifest.json")
+            run_id = export.get("run_id") or folder.name
+            run = read_json(paths.run(run_id) / "manifest.json")
+        except (CharliteError, OSError, AttributeError):
+            return None
+        return run if isinstance(run, dict) else None
+    return None
