@@ -206,7 +206,7 @@ def train(
             "config": cfg.model_dump(mode="json"),
             "engine": choice.engine,
             "device": choice.device,
-            "dtype": precision(choice.device),
+            "dtype": precision(choice.device, choice.engine),
             "chat_template": tokenizer.chat_template,
             "eos_token": tokenizer.eos_token,
             "versions": _versions(),
@@ -316,6 +316,10 @@ class _Session:
             callbacks=[],
             counter=self.tokens,
         )
+        # what really happened: Unsloth turns packing off for gemma2 and when a processor is
+        # passed (Gemma-3 4B+), with only a log line
+        used = bool(getattr(trainer.args, "packing", cfg.packing))
+        self.manifest["packing"] = {"asked": cfg.packing, "used": used}
         stopper = _make_callbacks_class()(self)
         trainer.add_callback(stopper)
 
@@ -458,7 +462,7 @@ def build_trainer(
     dataset = Dataset.from_dict(
         {"input_ids": [e.input_ids for e in examples], "labels": [e.labels for e in examples]}
     )
-    dtype = precision(choice.device)
+    dtype = precision(choice.device, choice.engine)
     options: dict[str, Any] = {
         "output_dir": str(output_dir),
         "per_device_train_batch_size": cfg.batch_size,
