@@ -298,7 +298,7 @@ def export_run(
             from charlite.export.merge import merge_gguf
 
             say(f"merging the adapter into {choice.note}")
-            merge_gguf(base_gguf, tensors, full)
+            merge_gguf(base_gguf, tensors, full, chat_template=run.chat_template)
             if quant != "f16":
                 from charlite.export.merge import quantize
 
@@ -337,9 +337,15 @@ def export_run(
         smoke = []
         if merged_path is not None:
             say(f"smoke test: {merged_path.name}")
-            smoke.append(smoke_test(profile, merged_path, verbose=verbose))
+            smoke.append(
+                smoke_test(profile, merged_path, verbose=verbose, chat_template=run.chat_template)
+            )
         say(f"smoke test: {base_gguf.name} + {lora_path.name}")
-        smoke.append(smoke_test(profile, base_gguf, lora_path, verbose=verbose))
+        smoke.append(
+            smoke_test(
+                profile, base_gguf, lora_path, verbose=verbose, chat_template=run.chat_template
+            )
+        )
         manifest = {
             "format": EXPORT_FORMAT,
             "kind": "charlite-export",

@@ -73,6 +73,7 @@ def smoke_test(
     *,
     max_tokens: int = SMOKE_MAX_TOKENS,
     verbose: bool = False,
+    chat_template: str | None = None,
 ) -> SmokeResult:
     """Ask ``profile``'s trained system message and :data:`SMOKE_QUESTION`; never raises on a bad reply."""
     import llama_cpp
@@ -109,6 +110,17 @@ def smoke_test(
         raise ExportError(
             f"smoke test: llama.cpp could not load {Path(model).name}: {exc}"
         ) from None
+    if chat_template and not llm.metadata.get("tokenizer.chat_template"):
+        # a base model without a template, trained with a fallback one: ask it that way
+        from llama_cpp import llama_chat_format
+
+        eos, bos = llm.token_eos(), llm.token_bos()
+        llm.chat_handler = llama_chat_format.Jinja2ChatFormatter(
+            template=chat_template,
+            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        ).to_chat_handler()
     try:
         out = llm.create_chat_completion(
             messages=messages, temperature=0.0, seed=0, repeat_penalty=1.15, max_tokens=max_tokens

@@ -161,9 +161,12 @@ def train(
 
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     if not getattr(tokenizer, "chat_template", None):
-        raise TrainingError(
-            f"base {base.spec} has no chat template", hint="train on an instruct (chat) model"
-        )
+        # a base (not instruct) model: give it the turns its vocabulary knows; the manifest keeps
+        # the template and export writes it into the merged GGUF
+        from charlite.train.templates import fallback_chat_template
+
+        tokenizer.chat_template = fallback_chat_template(tokenizer)
+        reporter.info(f"base {base.spec} has no chat template: using a fallback one")
     example_set = build_examples(tokenizer, profile, data.records, cfg.max_seq_len)
     if not example_set.examples:
         raise DataError(f"dataset '{data.name}' gave no example with tokens to train on")
