@@ -19,14 +19,17 @@ CHATML = (
     "{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-# family -> (config class, tokenizer kind, extra config)
+# family -> (config class, tokenizer kind, extra config). Output tied to the embeddings as in
+# the small real models (Llama-3.2 1B/3B, Qwen2.5 0.5-3B, Qwen3 0.6-4B, Gemma), separate for
+# Mistral and Phi-3.
+TIED = {"tie_word_embeddings": True}
 ARCHS: dict[str, tuple[str, str, dict]] = {
-    "llama": ("LlamaConfig", "bpe", {}),
+    "llama": ("LlamaConfig", "bpe", TIED),
     "mistral": ("MistralConfig", "spm", {"sliding_window": None}),
-    "qwen2": ("Qwen2Config", "bpe", {}),
-    "qwen3": ("Qwen3Config", "bpe", {}),
-    "gemma2": ("Gemma2Config", "gemma", {"sliding_window": 256}),
-    "gemma3": ("Gemma3TextConfig", "gemma", {"sliding_window": 256}),
+    "qwen2": ("Qwen2Config", "bpe", TIED),
+    "qwen3": ("Qwen3Config", "bpe", TIED),
+    "gemma2": ("Gemma2Config", "gemma", {"sliding_window": 256, **TIED}),
+    "gemma3": ("Gemma3TextConfig", "gemma", {"sliding_window": 256, **TIED}),
     "phi3": ("Phi3Config", "spm", {"original_max_position_embeddings": 1024}),
 }
 
@@ -58,7 +61,8 @@ def train_sentencepiece(folder: Path, kind: str, vocab_size: int = 700) -> Path:
         vocab_size=vocab_size,
         byte_fallback=True,
         character_coverage=1.0,
-        user_defined_symbols=["<|im_start|>", "<|im_end|>"],
+        # ChatML's markers, and Phi-3's own (llama.cpp looks them up in a model named phi3)
+        user_defined_symbols=["<|im_start|>", "<|im_end|>", "<|end|>", "<|endoftext|>"],
         pad_id=3,
         unk_id=0,
         bos_id=1,

@@ -26,7 +26,8 @@ pytest.importorskip("peft")
 
 POSITIONS = 200
 GOAL = 0.95
-TABLE: list[tuple[str, str, int, float, float]] = []
+Q8_GOAL = 0.90
+TABLE: list[tuple[str, str, int, dict, dict]] = []
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +39,13 @@ def table(request):
     lines = [
         "",
         "next-token top-1 agreement, llama.cpp vs transformers+peft",
-        f"{'arch':<8} {'tokenizer':<10} {'positions':>9} {'adapter':>8} {'merged Q8_0':>12}",
+        "(top-1 agreement / mean correlation of the logits)",
+        f"{'arch':<8} {'tokenizer':<10} {'positions':>9} "
+        f"{'adapter':>16} {'merged F16':>16} {'merged Q8_0':>16}",
     ]
-    for arch, kind, n, adapter, merged in TABLE:
-        lines.append(f"{arch:<8} {kind:<10} {n:>9} {adapter:>8.1%} {merged:>12.1%}")
+    for arch, kind, n, agree, corr in TABLE:
+        cells = " ".join(f"{agree[k]:>7.1%} / {corr[k]:.4f}" for k in agree)
+        lines.append(f"{arch:<8} {kind:<10} {n:>9} {cells}")
     for line in lines:
         if reporter is not None:
             reporter.write_line(line)
@@ -130,10 +134,21 @@ def test_arch_export_agrees_with_transformers(arch, tmp_path, tokenizers, table)
 
     ids = tok(corpus_text()[:4000]).input_ids[: POSITIONS + 20]
     assert len(ids) >= POSITIONS
-    want = _reference_logits(base_dir, run.adapter_dir, ids).argmax(-1)
-    got_adapter = _llama_logits(choice.path, ids, lora=lora.path).argmax(-1)
-    got_merged = _llama_logits(merged, ids).argmax(-1)
-    adapter_agree = float((got_adapter == want).mean())
-    merged_agree = float((got_merged == want).mean())
-    TABLE.append((arch, kind, len(ids), adapter_agree, merged_agree))
-    assert adapter_agree >= GOAL and merged_agree >= GOAL, (adapter_agree, merged_agree)
+    want = _reference_logits(base_dir, run.adapter_dir, ids)
+    got = {
+        "adapter": _llama_logits(choice.path, ids, lora=lora.path),
+        "merged F16": _llama_logits(merged16, ids),
+        "merged Q8_0": _llama_logits(merged, ids),
+    }
+    agree = {k: float((v.argmax(-1) == want.argmax(-1)).mean()) for k, v in got.items()}
+    corr = {
+        k: float(np.mean([np.corrcoef(v[i], want[i])[0, 1] for i in range(len(ids))]))
+        for k, v in got.items()
+    }
+    TABLE.append((arch, kind, len(ids), agree, corr))
+    # the goal, for the adapter and the merged model at 16 bits
+    assert agree["adapter"] >= GOAL and agree["merged F16"] >= GOAL, agree
+    # Q8_0 rounding flips near-ties of these random (flat) models' logits: the logits must still
+    # agree closely, and the top-1 at most positions
+    assert agree["merged Q8_0"] >= Q8_GOAL and corr["merged Q8_0"] >= 0.999, (agree, corr)
+    assert min(corr.values()) >= 0.999, corr

