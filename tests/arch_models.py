@@ -23,13 +23,16 @@ CHATML = (
 # the small real models (Llama-3.2 1B/3B, Qwen2.5 0.5-3B, Qwen3 0.6-4B, Gemma), separate for
 # Mistral and Phi-3.
 TIED = {"tie_word_embeddings": True}
+GEMMA = {**TIED, "query_pre_attn_scalar": 16}
 ARCHS: dict[str, tuple[str, str, dict]] = {
     "llama": ("LlamaConfig", "bpe", TIED),
     "mistral": ("MistralConfig", "spm", {"sliding_window": None}),
     "qwen2": ("Qwen2Config", "bpe", TIED),
     "qwen3": ("Qwen3Config", "bpe", TIED),
-    "gemma2": ("Gemma2Config", "gemma", {"sliding_window": 256, **TIED}),
-    "gemma3": ("Gemma3TextConfig", "gemma", {"sliding_window": 256, **TIED}),
+    # Gemma scales queries by query_pre_attn_scalar, which equals head_dim in the real 2B-27B
+    # models; llama.cpp scales by head_dim
+    "gemma2": ("Gemma2Config", "gemma", {"sliding_window": 256, **GEMMA}),
+    "gemma3": ("Gemma3TextConfig", "gemma", {"sliding_window": 256, **GEMMA}),
     "phi3": ("Phi3Config", "spm", {"original_max_position_embeddings": 1024}),
 }
 
