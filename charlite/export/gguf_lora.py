@@ -7,9 +7,16 @@ Layout (what llama.cpp reads):
 * per adapted weight ``blk.N.NAME.weight.lora_a`` = peft ``lora_A`` (r x in) and
   ``.lora_b`` = peft ``lora_B`` (out x r); llama.cpp scales ``b @ a`` by alpha / r.
 
-For llama-architecture bases the rows of ``lora_b`` of Q and K are permuted like the base's
-own Q and K rows (see :func:`charlite.export.ggufio.permute_qk`); without that the adapter loads
-and silently produces wrong output.
+Names go through ``gguf``'s tensor name map for the base's architecture (as llama.cpp's
+``convert_lora_to_gguf.py`` does), after the multimodal wrappers' ``language_model.`` prefix is
+taken off (Gemma-3 4B and larger); fused projections (Phi-3's ``qkv_proj``, ``gate_up_proj``)
+map to the base's fused tensors as they are. Modules of a vision tower are left out: a text
+GGUF has no counterpart and chat never runs them.
+
+For llama-architecture bases (Llama, Mistral, SmolLM) the rows of ``lora_b`` of Q and K are
+permuted like the base's own Q and K rows (see :func:`charlite.export.ggufio.permute_qk`);
+without that the adapter loads and silently produces wrong output. Other architectures
+(qwen2, qwen3, gemma*, phi3) keep Hugging Face's row order, so nothing is permuted there.
 
 Every adapted tensor is checked against the base GGUF (name, input and output sizes) before
 any file is written, so an adapter trained on another base is a clear error, not a llama.cpp
@@ -29,7 +36,6 @@ import numpy as np
 from charlite.errors import ExportError
 from charlite.export.ggufio import (
     HF_TO_GGUF_ARCH,
-    LORA_ARCHS,
     BaseInfo,
     permute_qk,
     read_safetensors,
@@ -39,6 +45,30 @@ from charlite.files import atomic_path
 ADAPTER_WEIGHTS = ("adapter_model.safetensors",)
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_-]+)?\.weight$")
 _PREFIXES = ("base_model.model.",)
+# Multimodal wrappers (Gemma-3 4B+, Mistral-3): the text model's layers under another name.
+_TEXT_MODEL_PREFIXES = (
+    ("model.language_model.", "model."),
+    ("language_model.model.", "model."),
+    ("language_model.", ""),
+)
+_NOT_TEXT = ("vision_tower.", "vision_model.", "multi_modal_projector.", "audio_tower.")
+
+
+def text_module_name(name: str) -> str | None:
+    """The module's name in a text-only model (``None``: part of a vision or audio tower).
+
+    >>> text_module_name("model.language_model.layers.3.self_attn.q_proj")
+    'model.layers.3.self_attn.q_proj'
+    >>> text_module_name("model.vision_tower.encoder.layers.0.self_attn.q_proj") is None
+    True
+    """
+    for part in _NOT_TEXT:
+        if name.startswith(part) or f".{part}" in name:
+            return None
+    for prefix, replacement in _TEXT_MODEL_PREFIXES:
+        if name.startswith(prefix):
+            return replacement + name[len(prefix) :]
+    return name
 
 
 @dataclass
@@ -223,8 +253,6 @@ def gguf_lora_tensors(
     """The adapter's matrices named and laid out for ``base``; any mismatch is an ExportError."""
     import gguf
 
-    if base.arch not in LORA_ARCHS:
-        raise ExportError(f"not supported yet: {base.arch}")
     if expected_arch:
         want = HF_TO_GGUF_ARCH.get(expected_arch, expected_arch)
         if want != base.arch:
@@ -236,7 +264,10 @@ def gguf_lora_tensors(
     out: list[GGUFLoraTensor] = []
     problems: list[str] = []
     for module in adapter.modules:
-        gname = names.get_name(module.name)
+        text_name = text_module_name(module.name)
+        if text_name is None:
+            continue
+        gname = names.get_name(text_name)
         if gname is None:
             block = re.search(r"\.layers\.(\d+)\.", module.name)
             if block and int(block.group(1)) >= base.n_blocks:
@@ -265,6 +296,8 @@ def gguf_lora_tensors(
         elif base.permutes_qk and gname.endswith(".attn_k"):
             b = permute_qk(b, base.head_count_kv)
         out.append(GGUFLoraTensor(gname, module, b))
+    if not out and not problems:
+        raise ExportError(f"the adapter changes no layer of the text model in {base.path.name}")
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ExportError(

@@ -32,11 +32,10 @@ HF_TO_GGUF_ARCH = {
     "gemma2": "gemma2",
     "gemma3": "gemma3",
     "gemma3_text": "gemma3",
+    "phi3": "phi3",
 }
-# Architectures whose Q/K rows the GGUF converter permutes.
+# Architectures whose Q/K rows llama.cpp's converter permutes (Llama, Mistral, SmolLM: "llama").
 PERMUTED_QK = {"llama"}
-# Architectures whose LoRA adapters charlite can write (separate q/k/v/o and gate/up/down).
-LORA_ARCHS = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3"}
 
 
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:

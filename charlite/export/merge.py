@@ -35,8 +35,18 @@ def check_quant(quant: str) -> str:
     return q
 
 
-def merge_gguf(base_path: Path, tensors: Sequence, out: Path, *, out_type: str = "f16") -> Path:
+def merge_gguf(
+    base_path: Path,
+    tensors: Sequence,
+    out: Path,
+    *,
+    out_type: str = "f16",
+    chat_template: str | None = None,
+) -> Path:
     """Write ``base + LoRA`` to ``out`` (atomically).
+
+    ``chat_template`` is written when the base has none (a base model trained with a fallback
+    template), so the merged file is chatted with the way it was trained.
 
     ``tensors`` are :class:`~charlite.export.gguf_lora.GGUFLoraTensor` (or anything with
     ``base_name`` and ``delta()`` giving out x in in the base's row order). 1-D tensors (norms)
@@ -58,6 +68,8 @@ def merge_gguf(base_path: Path, tensors: Sequence, out: Path, *, out_type: str =
         writer = GGUFWriter(str(tmp), arch)
         try:
             copy_kv(reader, writer, skip={"general.architecture", "general.file_type"})
+            if chat_template and "tokenizer.chat_template" not in reader.fields:
+                writer.add_chat_template(chat_template)
             ftype = gguf.LlamaFileType.MOSTLY_F16 if float16 else gguf.LlamaFileType.ALL_F32
             writer.add_file_type(int(ftype))
             plan = []

@@ -95,7 +95,12 @@ def _messages(profile: Profile) -> list[dict[str, str]]:
 
 
 def _generate(
-    model: Path, lora: Path | None, messages: list[dict[str, str]], max_tokens: int, verbose: bool
+    model: Path,
+    lora: Path | None,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    verbose: bool,
+    chat_template: str | None = None,
 ) -> tuple[str, str | None, int | None]:
     """(reply, finish_reason, completion tokens) of one greedy reply from a freshly loaded model."""
     import llama_cpp
@@ -117,6 +122,17 @@ def _generate(
         raise ExportError(
             f"smoke test: llama.cpp could not load {Path(model).name}: {exc}"
         ) from None
+    if chat_template and not llm.metadata.get("tokenizer.chat_template"):
+        # a base model without a template, trained with a fallback one: ask it that way
+        from llama_cpp import llama_chat_format
+
+        eos, bos = llm.token_eos(), llm.token_bos()
+        llm.chat_handler = llama_chat_format.Jinja2ChatFormatter(
+            template=chat_template,
+            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        ).to_chat_handler()
     try:
         out = llm.create_chat_completion(
             messages=messages, temperature=0.0, seed=0, repeat_penalty=1.15, max_tokens=max_tokens
@@ -131,11 +147,16 @@ def _generate(
 
 @lru_cache(maxsize=4)
 def _base_reply(
-    path: str, size: int, mtime_ns: int, messages: tuple[tuple[str, str], ...], budget: int
+    path: str,
+    size: int,
+    mtime_ns: int,
+    messages: tuple[tuple[str, str], ...],
+    budget: int,
+    chat_template: str | None = None,
 ) -> tuple[str | None, int | None]:
     """(finish_reason, tokens) of the base model alone: asked once per export, not per file."""
     asked = [{"role": role, "content": content} for role, content in messages]
-    _, reason, tokens = _generate(Path(path), None, asked, budget, False)
+    _, reason, tokens = _generate(Path(path), None, asked, budget, False, chat_template)
     return reason, tokens
 
 
@@ -148,6 +169,7 @@ def smoke_test(
     max_tokens: int | None = None,
     long_after: int | None = None,
     verbose: bool = False,
+    chat_template: str | None = None,
 ) -> SmokeResult:
     """Ask ``profile``'s trained system message :data:`SMOKE_QUESTION`; never raises on a bad reply.
 
@@ -167,7 +189,7 @@ def smoke_test(
         check_gguf(base)
     messages = _messages(profile)
     start = time.perf_counter()
-    reply, reason, tokens = _generate(model, lora, messages, max_tokens, verbose)
+    reply, reason, tokens = _generate(model, lora, messages, max_tokens, verbose, chat_template)
     problems = text_problems(reply, control_tokens(model))
     warnings = []
     if reason == "stop":
@@ -188,6 +210,7 @@ def smoke_test(
                 st.st_mtime_ns,
                 tuple((m["role"], m["content"]) for m in messages),
                 max_tokens,
+                chat_template,
             )
             name = Path(base).name
             if base_reason == "stop" and (base_tokens or 0) <= max_tokens // 2:

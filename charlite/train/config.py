@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from charlite.errors import TrainingError
 from charlite.files import require_regular_file
@@ -135,6 +135,17 @@ class TrainConfig(BaseModel):
     allow_download: bool = Field(
         False, description="hf: bases only: allow downloading from the Hugging Face Hub."
     )
+    base_gguf: str | None = Field(
+        None,
+        description="hf: bases only: a GGUF of the same model that export builds on "
+        "(no conversion needed).",
+    )
+
+    @field_validator("base_gguf")
+    @classmethod
+    def _absolute_base_gguf(cls, value: str | None) -> str | None:
+        # export runs later, perhaps from another folder: keep the path it meant
+        return str(Path(value).expanduser().resolve()) if value else value
 
     # ------------------------------------------------------------------------------------------
 

@@ -14,7 +14,17 @@ from typing import Any
 from charlite.errors import TrainingError
 from charlite.train.config import TrainConfig
 
-TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TARGET_MODULES = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "qkv_proj",  # Phi-3: Q, K and V in one projection
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "gate_up_proj",  # Phi-3: gate and up in one projection
+    "down_proj",
+)
 
 
 @dataclass(frozen=True)
@@ -77,11 +87,18 @@ def choose_engine(requested: str) -> EngineChoice:
     return EngineChoice("peft", device, f"no CUDA GPU; training on {device}")
 
 
-def precision(device: str) -> str:
+def precision(device: str, engine: str = "peft") -> str:
     """float32 on a CPU (and MPS, where mixed precision training is not dependable);
-    bfloat16 on GPUs that have it, else float16."""
+    bfloat16 on GPUs that have it, else float16.
+
+    With Unsloth, Unsloth's own answer counts: on T4 and V100 torch says bf16 works (emulated)
+    but Unsloth loads float16 there, and TRL would then refuse bf16 training."""
     if device != "cuda":
         return "float32"
+    if engine == "unsloth":
+        from unsloth import is_bfloat16_supported
+
+        return "bfloat16" if is_bfloat16_supported() else "float16"
     import torch
 
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"

@@ -162,9 +162,12 @@ def train(
 
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     if not getattr(tokenizer, "chat_template", None):
-        raise TrainingError(
-            f"base {base.spec} has no chat template", hint="train on an instruct (chat) model"
-        )
+        # a base (not instruct) model: give it the turns its vocabulary knows; the manifest keeps
+        # the template and export writes it into the merged GGUF
+        from charlite.train.templates import fallback_chat_template
+
+        tokenizer.chat_template = fallback_chat_template(tokenizer)
+        reporter.info(f"base {base.spec} has no chat template: using a fallback one")
     example_set = build_examples(
         tokenizer, profile, data.records, cfg.max_seq_len, cfg.knowledge_share
     )
@@ -213,7 +216,7 @@ def train(
             "config": cfg.model_dump(mode="json"),
             "engine": choice.engine,
             "device": choice.device,
-            "dtype": precision(choice.device),
+            "dtype": precision(choice.device, choice.engine),
             "chat_template": tokenizer.chat_template,
             "eos_token": tokenizer.eos_token,
             "versions": _versions(),
@@ -323,6 +326,10 @@ class _Session:
             callbacks=[],
             counter=self.tokens,
         )
+        # what really happened: Unsloth turns packing off for gemma2 and when a processor is
+        # passed (Gemma-3 4B+), with only a log line
+        used = bool(getattr(trainer.args, "packing", cfg.packing))
+        self.manifest["packing"] = {"asked": cfg.packing, "used": used}
         stopper = _make_callbacks_class()(self)
         trainer.add_callback(stopper)
 
@@ -465,7 +472,7 @@ def build_trainer(
     dataset = Dataset.from_dict(
         {"input_ids": [e.input_ids for e in examples], "labels": [e.labels for e in examples]}
     )
-    dtype = precision(choice.device)
+    dtype = precision(choice.device, choice.engine)
     options: dict[str, Any] = {
         "output_dir": str(output_dir),
         "per_device_train_batch_size": cfg.batch_size,
