@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from charlite import characters, knowledge, roleplay
 from charlite.backends import GenParams
 from charlite.backends.llamacpp import LlamaCppBackend
-from charlite.chat import ChatSession, ResolvedModel
+from charlite.chat import ChatSession
 from charlite.cli import cli
 from charlite.errors import CharliteError
 from charlite.experience.schemas import Experience
@@ -17,6 +17,7 @@ from charlite.files import write_json_atomic
 from charlite.home import CharacterPaths
 from charlite.spec import parse_spec
 from charlite.train.examples import experience_messages, with_knowledge
+from charlite.voices import ResolvedModel
 
 PARAMS = GenParams(temperature=0.0, max_tokens=12, seed=1, repeat_penalty=1.15)
 
