@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -60,6 +61,16 @@ def pulled() -> list[ModelEntry]:
     ]
 
 
+def _hf_hub_cache() -> Path:
+    """The hub cache as the environment says now (huggingface_hub reads it once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
 def hf_cache() -> list[ModelEntry]:
     """GGUF files in the Hugging Face cache (HF_HOME / HF_HUB_CACHE), newest revision each."""
     try:
@@ -67,7 +78,7 @@ def hf_cache() -> list[ModelEntry]:
     except ImportError:
         return []
     try:
-        info = scan_cache_dir()
+        info = scan_cache_dir(_hf_hub_cache())
     except Exception:  # no cache folder yet, or an unreadable one
         return []
     found = []

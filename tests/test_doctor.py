@@ -15,8 +15,8 @@ from charlite.cli import cli
 
 ROWS = [
     "python", "packages (core)", "packages (train)", "packages (serve)", "torch", "unsloth",
-    "llama-cpp-python", "embedded model", "chat (embedded)", "ollama program", "ollama server",
-    "CHARLITE_HOME",
+    "llama-cpp-python", "embedded model", "parallel sequences", "chat (embedded)",
+    "ollama program", "ollama server", "CHARLITE_HOME",
 ]  # fmt: skip
 
 

@@ -76,7 +76,9 @@ def test_single_turn_interview_writes_results_and_continues(tmp_path):
 def test_interrupt_keeps_finished_answers_and_a_rerun_continues(tmp_path):
     out = tmp_path / "socrates.json"
     cmd = [CHARLITE, "interview", "socrates", "--limit", "3", "--no-facts", *FAST, "-o", str(out)]
-    env = {**os.environ}
+    # one question at a time: with several decoding together all three can finish before the
+    # first is saved, leaving nothing to interrupt
+    env = {**os.environ, "CHARLITE_PARALLEL": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 600

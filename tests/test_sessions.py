@@ -15,7 +15,7 @@ from charlite.cli import cli
 from charlite.history import History
 from charlite.trim import trim_incomplete
 
-SHORT = ["--max-tokens", "12", "--seed", "1"]
+SHORT = ["--max-tokens", "12", "--seed", "1", "--knowledge", "off"]  # prompts as sent, no recall
 
 
 @pytest.fixture

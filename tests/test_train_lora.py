@@ -51,7 +51,9 @@ def test_training_moves_the_adapter_and_leaves_the_base(embedded_base, tmp_path)
     model, trainer, counter = _train(embedded_base, tmp_path, packing=True)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
-    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == set(TARGET_MODULES)
+    trained = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable}
+    # every target a llama model has (Phi-3's fused qkv_proj/gate_up_proj are not in it)
+    assert trained == set(TARGET_MODULES) - {"qkv_proj", "gate_up_proj"}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     assert all(not before[n].any() for n in trainable if "lora_B" in n)  # peft starts B at zero
 

@@ -305,7 +305,9 @@ def test_export_killed_while_writing(charlite_home, embedded_path, tmp_path, see
     from helpers_export import random_adapter, write_run
 
     rng = random.Random(seed)
-    adapter = random_adapter(tmp_path / "adapter", seed=seed)
+    # an adapter of zeros: the export's replies are the base's, so whether the smoke test passes
+    # cannot depend on how this machine's kernels round a near-zero adapter (issue 16)
+    adapter = random_adapter(tmp_path / "adapter", seed=seed, std=0.0)
     write_run(charlite_home, "beethoven", "r1", adapter=adapter, base_gguf=embedded_path)
     delay = rng.uniform(0.0, 1.5)
     lines: list[str] = []
