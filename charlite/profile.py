@@ -1,14 +1,12 @@
-"""The Profile: who a character is, and the loaders that read it.
-
-Formats read here:
+"""The Profile: who a character is, and its two text forms.
 
 * charlite Markdown (``.md``): YAML front matter (name, slug, era, knowledge_cutoff, scene, …)
-  then paragraphs separated by blank lines.
+  then paragraphs separated by blank lines (:func:`parse_markdown`, :func:`dump_markdown`).
 * Character-LLM wiki text (``wiki_Name.txt``): first line ``# Full Name``, then paragraphs; a
-  paragraph may begin with a section heading line.
+  paragraph may begin with a section heading line (:func:`parse_wiki_txt`).
 
-Character Cards are read by :mod:`charlite.cards` into the same model;
-:func:`charlite.characters.load_profile` picks the reader by a file's extension.
+Files are read elsewhere: :func:`charlite.characters.load_profile` picks the reader by a file's
+extension, and Character Cards are mapped onto the same model by :mod:`charlite.cards`.
 """
 
 from __future__ import annotations
@@ -131,8 +129,11 @@ class Profile(BaseModel):
 
 
 def slugify(name: str) -> str:
-    """>>> slugify("Ludwig van Beethoven")
-    'ludwig-van-beethoven'"""
+    """A folder-safe name: lowercase letters, digits and ``-``.
+
+    >>> slugify("Ludwig van Beethoven")
+    'ludwig-van-beethoven'
+    """
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return slug[:64].strip("-") or "character"
 
@@ -329,12 +330,22 @@ def dump_markdown(profile: Profile) -> str:
     ordered = {k: meta[k] for k in ("name", "slug") if k in meta}
     ordered.update({k: v for k, v in meta.items() if k not in ordered})
     front = yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return f"---\n{front}---\n\n" + render_paragraphs(profile.paragraphs) + "\n"
+
+
+def render_paragraphs(paragraphs: list[Paragraph]) -> str:
+    """Paragraphs separated by blank lines, a ``## heading`` line opening each new section:
+    what :func:`split_paragraphs` reads back.
+
+    >>> render_paragraphs([Paragraph(text="A.", heading="Early"), Paragraph(text="B.", heading="Early")])
+    '## Early\\nA.\\n\\nB.'
+    """
     chunks = []
     heading = None
-    for p in profile.paragraphs:
+    for p in paragraphs:
         if p.heading and p.heading != heading:
             chunks.append(f"## {p.heading}\n{p.text}")
         else:
             chunks.append(p.text)
         heading = p.heading
-    return f"---\n{front}---\n\n" + "\n\n".join(chunks) + "\n"
+    return "\n\n".join(chunks)
