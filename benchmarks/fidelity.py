@@ -114,7 +114,7 @@ def ask_all(profile, backend, *, prompted: bool, knowledge: bool, questions) -> 
 
 
 def questions_for(profile) -> list[tuple[str, str, list[str] | None]]:
-    from charlite.eval.questions import questions_for as bundled
+    from charlite.eval.question_bank import questions_for as bundled
 
     facts = [("facts", f.question, list(f.answer_keywords)) for f in profile.facts]
     topic4 = [(q.topic_id, q.question, None) for q in bundled(profile.slug)[0]]

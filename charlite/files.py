@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from charlite.errors import CharliteError, DataError, StorageError
+from charlite.errors import CharliteError, DataError, NotFoundError, StorageError
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
@@ -167,6 +167,38 @@ def read_json(path: Path) -> Any:
         raise DataError(f"{path} is not valid JSON: {exc}") from None
     except RecursionError:
         raise DataError(f"{path} is not valid JSON: nested too deeply") from None
+
+
+def read_json_or_lines(
+    path: Path,
+    *,
+    what: str,
+    empty_hint: str,
+    unreadable: Callable[[json.JSONDecodeError], CharliteError],
+) -> Any:
+    """A whole JSON file, or the list of a JSON-lines file (blank lines skipped).
+
+    A missing file is a NotFoundError naming ``what``; a file that cannot be read as UTF-8 or is
+    empty a DataError; text that is neither JSON nor JSON lines the error
+    ``unreadable(the JSON-lines decoding error)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"{what} {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read as UTF-8 text ({exc})") from None
+    if not text.strip():
+        raise DataError(f"{path} is empty", hint=empty_hint)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+    except json.JSONDecodeError as exc:
+        raise unreadable(exc) from None
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -8,7 +8,7 @@ import pytest
 
 from charlite import characters
 from charlite.errors import DataError, NotFoundError
-from charlite.eval.questions import (
+from charlite.eval.question_bank import (
     FACTS_TOPIC,
     MIN_TOPIC_1_3,
     MIN_TOPIC_4,

@@ -7,7 +7,7 @@ import pytest
 from charlite import characters, roleplay
 from charlite.errors import DataError
 from charlite.eval import interview as iv
-from charlite.eval.questions import fact_questions, questions_for
+from charlite.eval.question_bank import fact_questions, questions_for
 from charlite.files import write_json_atomic
 from charlite.spec import parse_spec
 from charlite.voices import ResolvedModel

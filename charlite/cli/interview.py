@@ -115,7 +115,7 @@ def interview(
     from charlite.backends import get_backend
     from charlite.errors import InterruptedByUser
     from charlite.eval import interview as iv
-    from charlite.eval.questions import fact_questions, questions_for
+    from charlite.eval.question_bank import fact_questions, questions_for
     from charlite.knowledge import default_knowledge_mode, use_knowledge
     from charlite.voices import resolve_model
 

@@ -18,7 +18,7 @@ from charlite.backends.batching import concurrency, ordered_map
 from charlite.errors import BackendError, DataError
 from charlite.eval import checks as C
 from charlite.eval.judge import MULTI_DIMENSIONS, SINGLE_DIMENSIONS, Judge
-from charlite.eval.questions import FACTS_TOPIC
+from charlite.eval.question_bank import FACTS_TOPIC
 from charlite.eval.results import Item, Results, infer_character, load_results
 from charlite.eval.stats import group_stats, summarize
 from charlite.files import JsonlWriter, read_jsonl

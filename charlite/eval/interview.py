@@ -27,7 +27,7 @@ from charlite import roleplay
 from charlite.backends.base import Backend, GenParams
 from charlite.backends.batching import concurrency, ordered_map
 from charlite.errors import DataError
-from charlite.eval.questions import FACTS_TOPIC, Question
+from charlite.eval.question_bank import FACTS_TOPIC, Question
 from charlite.eval.results import RESULTS_FORMAT, RESULTS_KIND, reply_list
 from charlite.files import read_json, write_json_atomic
 from charlite.home import CharacterPaths

@@ -21,6 +21,7 @@ or given with ``--character``.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 from collections import Counter
@@ -29,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from charlite import roleplay
-from charlite.errors import DataError, NotFoundError
-from charlite.eval.questions import TOPICS, normalise_topic_id
+from charlite.errors import DataError
+from charlite.eval.question_bank import TOPICS, normalise_topic_id
+from charlite.files import read_json_or_lines
 
 RESULTS_FORMAT = 1
 RESULTS_KIND = "interview"
@@ -111,8 +113,6 @@ class Item:
 
     def key(self) -> str:
         """A hash of the question and replies: a judgement is reused only for the same text."""
-        import hashlib
-
         payload = json.dumps(
             [self.question] + [[e.question, e.reply] for e in self.exchanges],
             sort_keys=True,
@@ -146,24 +146,13 @@ class Results:
 
 
 def _read(path: Path) -> Any:
-    if not path.is_file():
-        raise NotFoundError(f"results file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read as UTF-8 text ({exc})") from None
-    if not text.strip():
-        raise DataError(
-            f"{path} is empty", hint="run 'charlite interview NAME -o FILE' to make a results file"
-        )
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:  # the paper's multi-turn files and some exports are JSON lines
-        return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}") from None
+    # the paper's multi-turn files and some exports are JSON lines
+    return read_json_or_lines(
+        path,
+        what="results file",
+        empty_hint="run 'charlite interview NAME -o FILE' to make a results file",
+        unreadable=lambda exc: DataError(f"{path} is not valid JSON: {exc}"),
+    )
 
 
 def _exchange(data: dict[str, Any], where: str) -> Exchange:

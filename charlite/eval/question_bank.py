@@ -15,7 +15,6 @@ bundled character has a set in ``charlite/eval/questions/SLUG.json``.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from charlite.errors import DataError, NotFoundError
+from charlite.files import read_json_or_lines
 
 TOPICS: dict[str, str] = {
     "topic-1": "personal information and past experiences",
@@ -142,25 +142,15 @@ def parse_questions(data: Any, source: str = "questions") -> list[Question]:
 def load_questions(path: Path | str) -> list[Question]:
     """Read a question file in the paper's format (``.json``, or ``.jsonl`` one per line)."""
     path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"question file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read as UTF-8 text ({exc})") from None
-    if not text.strip():
-        raise DataError(f"{path} is empty", hint="a question file is a JSON list of questions")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        try:
-            data = [json.loads(ln) for ln in lines]
-        except json.JSONDecodeError:
-            raise DataError(
-                f"{path}: unknown question file format (not JSON or JSON lines)",
-                hint='write a JSON list of {"topic_id", "topic", "question"}',
-            ) from None
+    data = read_json_or_lines(
+        path,
+        what="question file",
+        empty_hint="a question file is a JSON list of questions",
+        unreadable=lambda _: DataError(
+            f"{path}: unknown question file format (not JSON or JSON lines)",
+            hint='write a JSON list of {"topic_id", "topic", "question"}',
+        ),
+    )
     return parse_questions(data, str(path))
 
 
