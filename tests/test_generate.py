@@ -535,9 +535,9 @@ def test_scene_people_must_look_like_names(beethoven):
 
 
 def test_progress_counts_done_failed_and_attempts():
-    from charlite.cli.generate import RichReporter
+    from charlite.cli.generate import RichGenerationReporter
 
-    rep = RichReporter()
+    rep = RichGenerationReporter()
     rep.start(total=5, done=1)
     rep.stage("scenes", 2, 1)
     rep.advance("scenes", True, 1)
@@ -548,8 +548,8 @@ def test_progress_counts_done_failed_and_attempts():
     rep.finish()
 
 
-def test_default_threads_leave_a_core_free():
+def test_teacher_threads_leave_a_core_free():
     import os
 
     n = os.cpu_count() or 2
-    assert pipeline.default_threads() == max(1, n - 1)
+    assert pipeline.teacher_threads() == max(1, n - 1)

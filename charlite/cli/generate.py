@@ -130,7 +130,7 @@ def generate(
         threads=threads,
         coverage=coverage,
     )
-    reporter = None if quiet else RichReporter()
+    reporter = None if quiet else RichGenerationReporter()
     result = Generator(profile, options, reporter).run()
     for note in result.notes:
         warn(note)
@@ -159,7 +159,7 @@ def _summary(result, quiet: bool) -> None:
         out.print(f"-> {result.path}")
 
 
-class RichReporter:
+class RichGenerationReporter:
     """A rich progress bar on stderr: done, failed and the time left."""
 
     def __init__(self) -> None:

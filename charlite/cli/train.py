@@ -89,7 +89,7 @@ def train(
     """
     from charlite.cli.output import verbose
     from charlite.train import train as train_character
-    from charlite.train.progress import RichReporter
+    from charlite.train.progress import RichTrainingReporter
 
     if not verbose():
         warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notes
@@ -123,7 +123,9 @@ def train(
         click.echo(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True), nl=False)
         return
 
-    run = train_character(name, config, run_id=run_id, resume=resume, reporter=RichReporter())
+    run = train_character(
+        name, config, run_id=run_id, resume=resume, reporter=RichTrainingReporter()
+    )
 
     m = run.manifest
     tokens = m.get("tokens") or {}

@@ -69,9 +69,11 @@ MAX_ATTEMPTS = 20
 ABORT_AFTER_BACKEND_ERRORS = 3
 
 
-def default_threads() -> int:
-    """All cores but one: llama.cpp's threads wait on each other, so one busy core (another
-    program, the progress bar) slows every token when all cores are taken."""
+def teacher_threads() -> int:
+    """A local teacher's llama.cpp threads during ``generate``: all cores but one (a chat uses
+    :func:`charlite.backends.llamacpp.default_threads`: the ``threads`` setting, else every
+    core). llama.cpp's threads wait on each other, so one busy core (another program, the
+    progress bar) slows every token when all cores are taken."""
     return max(1, (os.cpu_count() or 2) - 1)
 
 
@@ -92,7 +94,7 @@ class GenerateOptions:
     top_p: float = 0.95
     repeat_penalty: float = 1.3
     threads: int | None = None
-    """CPU threads of a local (llama.cpp) teacher; None: :func:`default_threads`."""
+    """CPU threads of a local (llama.cpp) teacher; None: :func:`teacher_threads`."""
     coverage: int = 0
     """Experiences that answer each fact probe (a keyword in the character's lines), at least."""
 
@@ -166,7 +168,7 @@ class GenerateResult:
         return asdict(self)
 
 
-class Reporter:
+class GenerationReporter:
     """Where the pipeline reports progress; the CLI renders it with rich."""
 
     def start(self, total: int, done: int) -> None: ...
@@ -472,13 +474,13 @@ class Generator:
         self,
         profile: Profile,
         options: GenerateOptions,
-        reporter: Reporter | None = None,
+        reporter: GenerationReporter | None = None,
         backend_factory: Callable[[], Backend] | None = None,
     ):
         options.check()
         self.profile = profile
         self.options = options
-        self.reporter = reporter or Reporter()
+        self.reporter = reporter or GenerationReporter()
         self.dataset = Dataset(profile.slug, options.dataset)
         self._backend_factory = backend_factory
         self.backend: Backend | None = None
@@ -504,7 +506,7 @@ class Generator:
             return self._backend_factory()
         if self.spec.is_local_gguf:
             # load (and cache) the model with this many threads; get_backend reuses it
-            threads = self.options.threads or default_threads()
+            threads = self.options.threads or teacher_threads()
             load_llama(self.spec.gguf_path(), n_ctx=DEFAULT_CTX, n_threads=threads)
         return get_backend(self.spec)
 
@@ -883,7 +885,7 @@ def _remove_if_empty(path) -> None:
 
 
 def generate(
-    profile: Profile, options: GenerateOptions, reporter: Reporter | None = None
+    profile: Profile, options: GenerateOptions, reporter: GenerationReporter | None = None
 ) -> GenerateResult:
     """Run Experience Reconstruction for ``profile`` (see :class:`Generator`)."""
     return Generator(profile, options, reporter).run()

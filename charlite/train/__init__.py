@@ -14,7 +14,7 @@ from charlite.train.config import TrainConfig
 from charlite.train.runs import RUN_FORMAT, Run, latest_run, list_runs, load_run
 
 if TYPE_CHECKING:
-    from charlite.train.progress import Reporter
+    from charlite.train.progress import TrainingReporter
 
 __all__ = ["RUN_FORMAT", "Run", "TrainConfig", "latest_run", "list_runs", "load_run", "train"]
 
@@ -25,7 +25,7 @@ def train(
     *,
     run_id: str | None = None,
     resume: str | None = None,
-    reporter: Reporter | None = None,
+    reporter: TrainingReporter | None = None,
 ) -> Run:
     """Fine-tune character ``slug`` as a LoRA adapter; see :mod:`charlite.train.trainer`."""
     from charlite.train.trainer import train as _train

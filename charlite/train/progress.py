@@ -1,4 +1,5 @@
-"""How training reports itself: a silent :class:`Reporter` for the library, a rich one for the CLI.
+"""How training reports itself: a silent :class:`TrainingReporter` for the library, a rich one
+for the CLI (:class:`RichTrainingReporter`).
 
 On a terminal the rich reporter shows one progress bar (steps, loss, time left); elsewhere (a
 pipe, CI, a test) it prints a plain line per logging step instead.
@@ -10,7 +11,7 @@ import time
 from typing import Any
 
 
-class Reporter:
+class TrainingReporter:
     """Receives what training has to say. The base class says nothing."""
 
     def info(self, message: str) -> None:
@@ -26,7 +27,7 @@ class Reporter:
         pass
 
 
-class RichReporter(Reporter):
+class RichTrainingReporter(TrainingReporter):
     def __init__(self, console=None):
         from rich.console import Console
 

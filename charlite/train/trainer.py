@@ -33,7 +33,7 @@ from charlite.train.base import Base, locate_base, prepare_base
 from charlite.train.config import TrainConfig
 from charlite.train.dataset import load_training_data
 from charlite.train.engines import choose_engine, precision
-from charlite.train.progress import Reporter
+from charlite.train.progress import TrainingReporter
 from charlite.train.runs import RUN_FORMAT, RUN_KIND, Run, load_run, new_run_id
 
 VERSIONED = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "unsloth")
@@ -94,11 +94,11 @@ def train(
     *,
     run_id: str | None = None,
     resume: str | None = None,
-    reporter: Reporter | None = None,
+    reporter: TrainingReporter | None = None,
 ) -> Run:
     """Train ``slug`` and return its completed run. See the module docstring."""
     began = time.monotonic()
-    reporter = reporter or Reporter()
+    reporter = reporter or TrainingReporter()
     profile = get_profile(slug)
     paths = CharacterPaths.of(profile.slug)
 
@@ -263,7 +263,12 @@ class _Session:
     """One process's share of a run: loads the model, runs the trainer, keeps the manifest."""
 
     def __init__(
-        self, run: Run, manifest: dict[str, Any], reporter: Reporter, previous, started: float
+        self,
+        run: Run,
+        manifest: dict[str, Any],
+        reporter: TrainingReporter,
+        previous,
+        started: float,
     ):
         self.run = run
         self.manifest = manifest
