@@ -5,16 +5,22 @@
 
 Layout::
 
-    characters/SLUG/profile.md            user-added profiles
-    characters/SLUG/data/DATASET/         scenes.jsonl, experiences.jsonl, protective.jsonl, manifest.json
-    characters/SLUG/runs/RUN/             adapter, manifest.json, metrics.jsonl
-    characters/SLUG/exports/RUN/          SLUG-lora.gguf, SLUG-Q4_K_M.gguf, Modelfile
+    config.json                           defaults set with charlite config (charlite.settings)
+    history.sqlite                        chat sessions and turns (with its -wal/-shm files)
+    characters/SLUG/profile.md            user-added profiles (charlite add)
+    characters/SLUG/data/DATASET/         scenes.jsonl, experiences.jsonl, protective.jsonl,
+                                          failures.jsonl, manifest.json, .lock (charlite generate)
+    characters/SLUG/runs/RUN/             adapter/, manifest.json, metrics.jsonl, checkpoints/
+                                          while resumable (charlite train)
+    characters/SLUG/exports/RUN/          SLUG-lora.gguf, SLUG-QUANT.gguf, Modelfile,
+                                          Modelfile.adapter, manifest.json (charlite export)
     characters/SLUG/interviews/           STAMP-MODE.json: interview results (charlite interview)
     eval/DIGEST/                          scores.jsonl: judgements without --report (charlite eval)
-    cache/bases/HASH/                     prepared training bases
-    cache/gguf/KEY/                       base-F16.gguf: a Hugging Face base converted for export
+    models/NAME/                          a pulled GGUF and its manifest.json (charlite pull)
+    models/.downloads/NAME/               FILE.part while a download is unfinished
+    cache/bases/HASH/                     prepared training bases (safetensors, tokenizer, base.json)
+    cache/gguf/KEY/                       base-F16-TOOL.gguf: a Hugging Face base converted for export
     cache/persona/KEY.state               evaluated system prompts, restored to skip re-evaluation
-    history.sqlite                        chat sessions and turns
 """
 
 from __future__ import annotations
