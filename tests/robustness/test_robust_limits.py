@@ -55,7 +55,7 @@ def test_the_limits_have_their_documented_values():
         "teacher attempts": 20,
         "teacher workers": 64,
         "persona cache": 256 * mib,
-    }  # the README's table of limits says the same
+    }  # docs/robustness.md's table of limits says the same
     # a card at its own limits still makes a profile.md that reads back
     assert profile.MAX_FRONT_MATTER_DEPTH > cards.MAX_DEPTH + 8
     assert profile.MAX_FRONT_MATTER_VALUES > cards.MAX_NODES
