@@ -30,6 +30,7 @@ from charlite.profile import (
     dump_markdown,
     parse_markdown,
     parse_wiki_txt,
+    walk_tree,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -176,17 +177,11 @@ def add_profile(path: Path, slug: str | None = None, force: bool = False) -> Pro
 
 def _text_bytes(value: object) -> int:
     """UTF-8 bytes of every string in a JSON-like tree (keys included)."""
-    total, stack = 0, [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            total += len(v.encode("utf-8", "surrogatepass"))
-        elif isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return total
+    return sum(
+        len(v.encode("utf-8", "surrogatepass"))
+        for v, _, _ in walk_tree(value)
+        if isinstance(v, str)
+    )
 
 
 def _check_written_size(path: Path, size: int) -> None:

@@ -15,6 +15,7 @@ import datetime
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -188,14 +189,34 @@ _PLAIN_YAML = (str, int, float, bool, type(None), datetime.date)
 """Scalar types a profile keeps (YAML timestamps read as dates are written back as text)."""
 
 
+def walk_tree(value: Any) -> Iterator[tuple[Any, int, bool]]:
+    """Every node of a JSON- or YAML-like tree with its depth (the root is 1) and whether it is a
+    mapping key; mappings, lists, tuples and sets are walked into, keys included.
+
+    >>> list(walk_tree({"a": [1]}))
+    [({'a': [1]}, 1, False), ('a', 2, True), ([1], 2, False), (1, 3, False)]
+    """
+    stack: list[tuple[Any, int, bool]] = [(value, 1, False)]
+    while stack:
+        item, depth, is_key = stack.pop()
+        yield item, depth, is_key
+        if isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((child, depth + 1, False))
+                stack.append((key, depth + 1, True))
+        elif isinstance(item, (list, tuple, set)):
+            stack.extend((child, depth + 1, False) for child in item)
+
+
 def _check_front_matter(meta: dict[str, Any], path: Path) -> None:
     """Refuse front matter nested too deep, with too many values or too much text (aliases
     counted expanded), or with values that cannot be written back as text (``!!binary``)."""
-    stack: list[tuple[Any, int]] = [(meta, 1)]
     count = 0
     chars = 0
-    while stack:
-        value, depth = stack.pop()
+    for value, depth, is_key in walk_tree(meta):
+        if is_key and isinstance(value, _PLAIN_YAML):
+            chars += len(value) if isinstance(value, str) else 0
+            continue
         count += 1
         if count > MAX_FRONT_MATTER_VALUES:
             raise ProfileError(
@@ -206,22 +227,15 @@ def _check_front_matter(meta: dict[str, Any], path: Path) -> None:
             raise ProfileError(
                 f"{path}: the front matter is nested more than {MAX_FRONT_MATTER_DEPTH} levels deep"
             )
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
-            for key in value:
-                if not isinstance(key, _PLAIN_YAML):
-                    stack.append((key, depth + 1))  # refused below
-                elif isinstance(key, str):
-                    chars += len(key)
-        elif isinstance(value, (list, tuple, set)):
-            stack.extend((v, depth + 1) for v in value)
-        elif not isinstance(value, _PLAIN_YAML):
+        if isinstance(value, (dict, list, tuple, set)):
+            continue
+        if not isinstance(value, _PLAIN_YAML):
             kind = "binary data (!!binary)" if isinstance(value, bytes) else type(value).__name__
             raise ProfileError(
                 f"{path}: the front matter holds {kind}, which a profile cannot keep",
                 hint="use text, numbers, lists and mappings",
             )
-        elif isinstance(value, str):
+        if isinstance(value, str):
             chars += len(value)
             if chars > MAX_PROFILE_BYTES:
                 raise ProfileError(

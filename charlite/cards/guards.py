@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from charlite.errors import ProfileError
+from charlite.profile import walk_tree
 
 MAX_DEPTH = 64
 """Deepest nesting of JSON arrays/objects accepted in a card."""
@@ -50,22 +51,17 @@ def parse_card_json(text: str, path: Path, where: str) -> dict[str, Any]:
 def check_tree(value: Any, path: Path) -> None:
     """Refuse JSON that is too deep or too large, or holds text that cannot be saved as UTF-8 or
     numbers that are not JSON (NaN, Infinity, 1e400)."""
-    stack = [(value, 1)]
     nodes = 0
-    while stack:
-        item, depth = stack.pop()
+    for item, depth, is_key in walk_tree(value):
+        if is_key:
+            _check_text(item, path)
+            continue
         nodes += 1
         if nodes > MAX_NODES:
             raise ProfileError(f"{path}: the card has more than {MAX_NODES} JSON values")
         if depth > MAX_DEPTH:
             raise ProfileError(f"{path}: the card JSON is nested more than {MAX_DEPTH} levels deep")
-        if isinstance(item, dict):
-            for k, v in item.items():
-                _check_text(k, path)
-                stack.append((v, depth + 1))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-        elif isinstance(item, str):
+        if isinstance(item, str):
             _check_text(item, path)
         elif isinstance(item, float) and not math.isfinite(item):
             raise ProfileError(f"{path}: the card holds a number JSON cannot carry ({item})")
