@@ -133,32 +133,18 @@ class ChatSession:
 
     def messages(self) -> list[dict[str, str]]:
         """The prompt for the next reply, dropping the oldest turns in blocks when it is too long."""
-        budget = self.backend.n_ctx - self.params.max_tokens - 16
-        system = {"role": "system", "content": self._system}
-        sizes = [self.backend.count_tokens(self._message(t)["content"]) + 6 for t in self.turns]
-        fixed = self.backend.count_tokens(self._system) + 8
-        recalled = self._recall()
-        if recalled:
-            extra = self.backend.count_tokens(roleplay.with_recall("", recalled))
-            if fixed + extra + (sizes[-1] if sizes else 0) > budget:
-                recalled = []  # a context too small for it: the turn goes without
-            else:
-                fixed += extra
-        self.last_recall = recalled
-        if fixed + sum(sizes[self._first_kept :]) > budget:
-            target = fixed + (budget - fixed) * TRIM_TARGET
-            first = self._first_kept
-            while first < len(self.turns) - 1 and fixed + sum(sizes[first:]) > target:
-                first += 1
-            self._first_kept = first
-        kept = self.turns[self._first_kept :]
-        out = [system] + [self._message(t) for t in kept]
-        if recalled and out[-1]["role"] == "user":
-            out[-1] = {
-                "role": "user",
-                "content": roleplay.with_recall(out[-1]["content"], recalled),
-            }
-        return out
+        fitted = roleplay.fit_context(
+            [{"role": "system", "content": self._system}, *map(self._message, self.turns)],
+            count_tokens=self.backend.count_tokens,
+            n_ctx=self.backend.n_ctx,
+            max_tokens=self.params.max_tokens,
+            recalled=self._recall(),
+            first=self._first_kept,
+            target=TRIM_TARGET,
+        )
+        self._first_kept = fitted.first
+        self.last_recall = fitted.recalled
+        return fitted.messages
 
     # -- turns ----------------------------------------------------------------------------------
 

@@ -298,25 +298,22 @@ def build_prompt(
     if client_system:
         system += "\n\n" + "\n\n".join(client_system)
 
-    budget = n_ctx - max_tokens - 16
-    fixed = count_tokens(system) + 8
-    sizes = [count_tokens(t["content"]) + 6 for t in turns]
-    first = 0
-    while first < len(turns) - 1 and fixed + sum(sizes[first:]) > budget:
-        first += 1
-    while first < len(turns) - 1 and turns[first]["role"] != "user":
-        first += 1  # start the kept history with a user turn
-    if fixed + sum(sizes[first:]) > budget:
+    fitted = roleplay.fit_context(
+        [{"role": "system", "content": system}, *turns],
+        count_tokens=count_tokens,
+        n_ctx=n_ctx,
+        max_tokens=max_tokens,
+    )
+    if not fitted.fits:
         raise APIError(
             400,
-            f"the prompt needs about {fixed + sum(sizes[first:])} tokens, but this model's context of "
-            f"{n_ctx} tokens leaves {max(budget, 0)} with max_tokens={max_tokens}; send a shorter "
-            "message or a smaller max_tokens",
+            f"the prompt needs about {fitted.tokens} tokens, but this model's context of "
+            f"{n_ctx} tokens leaves {max(fitted.budget, 0)} with max_tokens={max_tokens}; send a "
+            "shorter message or a smaller max_tokens",
             param="messages",
             code="context_length_exceeded",
         )
-    messages = [{"role": "system", "content": system}, *turns[first:]]
-    return Prompt(messages, dropped=first, scene=scene)
+    return Prompt(fitted.messages, dropped=fitted.first, scene=scene)
 
 
 # ---------------------------------------------------------------------------------------------
