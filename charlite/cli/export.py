@@ -64,12 +64,12 @@ def export(name, run_id, quant, adapter_only, base_gguf, to_ollama):
     )
     click.echo(f"exported {result.slug} run {result.run_id} -> {result.path}")
     for entry in result.files:
-        what = {"adapter": "LoRA adapter", "merged": f"merged model ({entry.get('type')})"}.get(
-            entry["role"], "Ollama Modelfile"
+        what = {"adapter": "LoRA adapter", "merged": f"merged model ({entry.type})"}.get(
+            entry.role, "Ollama Modelfile"
         )
-        click.echo(f"  {entry['name']:<28} {_size(entry['bytes']):>10}  {what}")
-    if result.manifest.get("merged_on"):
-        click.echo(f"merged model built on {result.manifest['merged_on']}")
+        click.echo(f"  {entry.name:<28} {_size(entry.bytes):>10}  {what}")
+    if result.manifest.merged_on:
+        click.echo(f"merged model built on {result.manifest.merged_on}")
     for warning in result.warnings:
         click.secho(f"note: {warning}", err=True, fg="yellow")
     for smoke in result.smoke:
