@@ -451,7 +451,6 @@ def run_interview(
     if plan.turns and interviewer is None:
         interviewer = Interviewer(backend, plan.profile, plan.questions)
     data = open_results(Path(output), plan, model, interviewer_info)
-    profile = plan.profile
     scene = Scene(location=data["setting"]["location"], status=data["setting"]["status"])
     done = {int(it["index"]) for it in data["items"]}
     todo = [i for i in plan.planned() if i not in done]
@@ -462,37 +461,7 @@ def run_interview(
     new: list[int] = []
 
     def ask(i: int) -> dict[str, Any]:
-        q = plan.questions[i]
-        system = roleplay.profile_system_message(
-            profile, scene, prompted=prompted, query=q.question
-        )
-        seed = None if plan.params.seed is None else plan.params.seed + 1000 * i
-        params = plan.params.with_(seed=seed)
-        item: dict[str, Any] = {
-            "index": i,
-            "topic_id": q.topic_id,
-            "topic": q.topic,
-            "question": q.question,
-        }
-        if q.answer_keywords:
-            item["answer_keywords"] = list(q.answer_keywords)
-        if not plan.turns:
-            ans = answer(
-                backend,
-                profile,
-                scene,
-                [roleplay.Turn(roleplay.INTERVIEWER, q.question)],
-                system=system,
-                params=params,
-                knowledge=knowledge,
-            )
-            item.update(_answer_record(profile, ans))
-        else:
-            assert interviewer is not None
-            item.update(
-                _multi_turn(backend, profile, scene, q, system, params, plan.turns, interviewer)
-            )
-        return item
+        return _ask(plan, i, backend, scene, prompted, interviewer, knowledge)
 
     # several questions (or conversations) at once: a local model decodes them together;
     # each has its own seed, so the answers do not depend on the order they finish in
@@ -509,6 +478,47 @@ def run_interview(
     if not todo:
         _save(Path(output), data, len(plan.questions))
     return data, new
+
+
+def _ask(
+    plan: InterviewPlan,
+    i: int,
+    backend: Backend,
+    scene: Scene,
+    prompted: bool,
+    interviewer: Interviewer | None,
+    knowledge: bool,
+) -> dict[str, Any]:
+    """The results item of question ``i``: one answer, or a whole multi-turn conversation."""
+    q, profile = plan.questions[i], plan.profile
+    system = roleplay.profile_system_message(profile, scene, prompted=prompted, query=q.question)
+    seed = None if plan.params.seed is None else plan.params.seed + 1000 * i
+    params = plan.params.with_(seed=seed)
+    item: dict[str, Any] = {
+        "index": i,
+        "topic_id": q.topic_id,
+        "topic": q.topic,
+        "question": q.question,
+    }
+    if q.answer_keywords:
+        item["answer_keywords"] = list(q.answer_keywords)
+    if not plan.turns:
+        ans = answer(
+            backend,
+            profile,
+            scene,
+            [roleplay.Turn(roleplay.INTERVIEWER, q.question)],
+            system=system,
+            params=params,
+            knowledge=knowledge,
+        )
+        item.update(_answer_record(profile, ans))
+    else:
+        assert interviewer is not None
+        item.update(
+            _multi_turn(backend, profile, scene, q, system, params, plan.turns, interviewer)
+        )
+    return item
 
 
 def _multi_turn(
