@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from charlite import characters, settings
 from charlite.backends import get_backend
 from charlite.cli.complete import complete_character, complete_model_spec
-from charlite.cli.output import console, verbose
+from charlite.cli.output import console, progress_bar, verbose
 from charlite.cli.settings_option import SettingOption
 from charlite.errors import InterruptedByUser
 from charlite.eval import interview as iv
@@ -149,7 +146,7 @@ def interview(
         f"[bold]{profile.name}[/bold] · {resolved.label} · {kind} · {source}"
     )
     try:
-        with _progress_bar() as progress:
+        with progress_bar("interview") as progress:
             data, new = iv.run_interview(
                 plan,
                 backend,
@@ -182,24 +179,6 @@ def _interviewer(interviewer_spec, resolved, backend, plan, reask_every):
         spec, label = str(resolved.spec), "same as the interviewee"
     info = {"spec": spec, "label": label, "reask_every": reask_every}
     return iv.Interviewer(ibackend, plan.profile, plan.questions, reask_every=reask_every), info
-
-
-@contextlib.contextmanager
-def _progress_bar() -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr, and the ``progress(done, total)`` callback that moves it."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console(stderr=True), transient=False) as bar:
-        task = bar.add_task("interview", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield progress
 
 
 def _show(data: dict[str, Any], new: list[int], short_name: str) -> None:
