@@ -16,6 +16,7 @@ from charlite.backends.base import CHAT_PARAMS
 from charlite.backends.llamacpp import LlamaCppBackend
 from charlite.errors import CharliteError
 from charlite.history import History
+from charlite.knowledge import recall
 from charlite.persona_cache import PersonaCache
 from charlite.profile import Profile, Scene
 from charlite.trim import trim_incomplete
@@ -61,24 +62,7 @@ class ChatSession:
         self.turns: list[roleplay.Turn] = []
         self._first_kept = 0
         if session_id and history:
-            row = history.session(session_id)
-            if row.character != profile.slug:
-                raise CharliteError(
-                    f"session '{session_id}' is a chat with '{row.character}', not '{profile.slug}'"
-                )
-            self.session_id = session_id
-            self.scene = scene or (
-                Scene(location=row.location, status=row.status)
-                if row.location and row.status
-                else profile.default_scene
-            )
-            for t in history.turns(session_id):
-                if t.role == "assistant":
-                    self.turns.append(roleplay.Turn(profile.short_name, t.content, "speaking"))
-                else:
-                    self.turns.append(roleplay.Turn(t.speaker, t.content))
-            if scene and history:
-                history.set_scene(session_id, scene.location, scene.status)
+            self._continue(history, session_id, scene)
         else:
             self.scene = scene or profile.default_scene
             self.session_id = (
@@ -94,6 +78,28 @@ class ChatSession:
             )
         self._system = self._make_system()
         self._primed = False
+
+    def _continue(self, history: History, session_id: str, scene: Scene | None) -> None:
+        """Load the stored session ``session_id``: its turns and scene (or set ``scene``)."""
+        row = history.session(session_id)
+        if row.character != self.profile.slug:
+            raise CharliteError(
+                f"session '{session_id}' is a chat with '{row.character}', not '{self.profile.slug}'"
+            )
+        self.session_id = session_id
+        self.scene = scene or (
+            Scene(location=row.location, status=row.status)
+            if row.location and row.status
+            else self.profile.default_scene
+        )
+        name = self.profile.short_name
+        for t in history.turns(session_id):
+            if t.role == "assistant":
+                self.turns.append(roleplay.Turn(name, t.content, "speaking"))
+            else:
+                self.turns.append(roleplay.Turn(t.speaker, t.content))
+        if scene:
+            history.set_scene(session_id, scene.location, scene.status)
 
     # -- prompt ---------------------------------------------------------------------------------
 
@@ -123,8 +129,6 @@ class ChatSession:
         render as they always did and the system message never changes."""
         if not self.knowledge or not self.turns or self.turns[-1].role == self.profile.short_name:
             return []
-        from charlite.knowledge import recall
-
         return recall(self.profile, self.turns[-1].content, exclude=self._system_paragraphs())
 
     def _system_paragraphs(self) -> list[str]:
