@@ -6,8 +6,15 @@ from pathlib import Path
 
 import click
 
+from charlite import characters
 from charlite.cli.complete import complete_character, complete_run
 from charlite.cli.output import verbose, warn
+from charlite.errors import StorageError
+from charlite.export.exporter import export_run
+from charlite.export.modelfile import character_modelfile, gguf_chat_format, tag_chat_format
+from charlite.export.ollama import create_in_ollama, ollama_model_name
+from charlite.files import write_output
+from charlite.spec import embedded_model_path
 
 
 def _size(n: int) -> str:
@@ -50,8 +57,6 @@ def _size(n: int) -> str:
 )
 def export(name, run_id, quant, adapter_only, base_gguf, to_ollama):
     """Export a trained character as GGUF files and an Ollama Modelfile."""
-    from charlite.export.exporter import export_run
-    from charlite.export.ollama import create_in_ollama, ollama_model_name
 
     result = export_run(
         name.strip().lower(),
@@ -113,11 +118,6 @@ def export(name, run_id, quant, adapter_only, base_gguf, to_ollama):
 @click.option("--force", is_flag=True, help="Replace PATH if it exists.")
 def modelfile(name, output, from_tag, force):
     """Print or write an Ollama Modelfile for a character in prompted mode (no training)."""
-    from charlite import characters
-    from charlite.errors import StorageError
-    from charlite.export.modelfile import character_modelfile, gguf_chat_format, tag_chat_format
-    from charlite.files import write_output
-    from charlite.spec import embedded_model_path
 
     profile = characters.get_profile(name)
     if output is not None and output.is_file() and not force:  # before the work

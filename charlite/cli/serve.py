@@ -6,7 +6,10 @@ import os
 
 import click
 
+from charlite import characters as registry
 from charlite.cli.output import console, verbose, warn
+from charlite.serve.server import _require_serve_extra, bind, is_loopback, run
+from charlite.spec import parse_spec
 
 
 @click.command()
@@ -54,8 +57,6 @@ def serve(
     parallel: int | None,
 ) -> None:
     """Serve the characters over an OpenAI-compatible API (GET /v1/models, POST /v1/chat/completions)."""
-    from charlite import characters as registry
-    from charlite.serve.server import _require_serve_extra, bind, is_loopback, run
 
     _require_serve_extra()
     if api_key is None and "CHARLITE_API_KEY" in os.environ:
@@ -65,8 +66,6 @@ def serve(
 
         api_key = check_api_key(api_key)
     if model:
-        from charlite.spec import parse_spec
-
         parse_spec(model)  # a bad spec fails now, not on the first request
     from charlite.serve.app import create_app
 

@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 import click
+import yaml
 
 from charlite.cli.complete import complete_character
 from charlite.cli.output import console, verbose
@@ -121,7 +122,6 @@ def _config(config_file, run_id, resume, given: dict[str, Any]) -> TrainConfig |
 
 
 def _print_config(config: TrainConfig) -> None:
-    import yaml
 
     settings = config.resolved(detect_device()).model_dump(mode="json")
     click.echo(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True), nl=False)
