@@ -15,7 +15,6 @@ from charlite.settings import unset as unset_key
 
 
 def _keys(ctx, param, incomplete):
-
     return [CompletionItem(k, help=s.help) for k, s in SETTINGS.items() if k.startswith(incomplete)]
 
 

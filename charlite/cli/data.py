@@ -27,7 +27,6 @@ def data() -> None:
 
 
 def _load(name: str, dataset: str):
-
     profile = registry.get_profile(name)
     return profile, Dataset(profile.slug, dataset)
 

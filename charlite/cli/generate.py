@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import click
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich import progress as bars
 
 from charlite import characters as registry
 from charlite import settings
@@ -170,15 +163,14 @@ class RichReporter:
     """A rich progress bar on stderr: done, failed and the time left."""
 
     def __init__(self) -> None:
-
-        self.progress = Progress(
-            TextColumn("{task.description:<12}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("failed {task.fields[failed]} (attempts {task.fields[attempts]})"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
+        self.progress = bars.Progress(
+            bars.TextColumn("{task.description:<12}"),
+            bars.BarColumn(),
+            bars.MofNCompleteColumn(),
+            bars.TextColumn("failed {task.fields[failed]} (attempts {task.fields[attempts]})"),
+            bars.TimeElapsedColumn(),
+            bars.TextColumn("left"),
+            bars.TimeRemainingColumn(),
             console=console(stderr=True),
             transient=False,
         )

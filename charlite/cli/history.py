@@ -62,7 +62,6 @@ def history(name, session_id, fmt, output):
 
 
 def _character_slug(name: str) -> str:
-
     return characters.find(name).slug
 
 

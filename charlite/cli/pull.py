@@ -39,7 +39,6 @@ def pull(ref, quiet):
 
 
 def _curated_table() -> None:
-
     table = Table(title="Laptop models (charlite pull NAME)", title_justify="left")
     for col in ("name", "size", "RAM", "licence", "good for"):
         table.add_column(col)

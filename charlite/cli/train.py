@@ -122,7 +122,6 @@ def _config(config_file, run_id, resume, given: dict[str, Any]) -> TrainConfig |
 
 
 def _print_config(config: TrainConfig) -> None:
-
     settings = config.resolved(detect_device()).model_dump(mode="json")
     click.echo(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True), nl=False)
 
