@@ -57,17 +57,16 @@ def serve(
     parallel: int | None,
 ) -> None:
     """Serve the characters over an OpenAI-compatible API (GET /v1/models, POST /v1/chat/completions)."""
-
     _require_serve_extra()
+    # the app imports FastAPI, which the serve extra brings: only once it is known to be there
+    from charlite.serve.app import check_api_key, create_app
+
     if api_key is None and "CHARLITE_API_KEY" in os.environ:
         api_key = os.environ["CHARLITE_API_KEY"]  # set but empty: refused below, not ignored
     if api_key is not None:
-        from charlite.serve.app import check_api_key
-
         api_key = check_api_key(api_key)
     if model:
         parse_spec(model)  # a bad spec fails now, not on the first request
-    from charlite.serve.app import create_app
 
     app = create_app(api_key=api_key, model=model, prompted=prompted, parallel=parallel)
     sock = bind(host, port)
