@@ -127,10 +127,7 @@ def chat(
     context = settings.value("context", context)
     profile = registry.get_profile(name)
     knowledge = knowledge or default_knowledge_mode()  # a bad CHARLITE_KNOWLEDGE fails here
-    scene = None
-    if location or status:
-        base = profile.default_scene
-        scene = Scene(location=location or base.location, status=status or base.status)
+    scene = _scene(profile, location, status)
     resolved = resolve_model(profile, model, prompted)
     # Check the session, then load the model, and only then create the history file: a chat
     # that fails on its input leaves nothing behind.
@@ -158,6 +155,14 @@ def chat(
         lines = [message] if message is not None else (line.strip() for line in sys.stdin)
         _answer_lines(session, lines, show_thoughts, announce=not quiet)
     history.close()
+
+
+def _scene(profile, location: str | None, status: str | None) -> Scene | None:
+    """The scene --location/--status set (the profile's default fills in the other)."""
+    if not (location or status):
+        return None
+    base = profile.default_scene
+    return Scene(location=location or base.location, status=status or base.status)
 
 
 def _existing_session(slug: str, session_id: str | None, continue_: bool):

@@ -118,15 +118,11 @@ def interview(
     knowledge,
 ):
     """Interview a character with a question set and write a results file for 'charlite eval'."""
-    interviewer_spec = settings.value("interviewer", interviewer_spec)
     profile = characters.get_profile(name)
     knowledge = knowledge or default_knowledge_mode()
-    questions, source = questions_for(profile.slug, questions_file)
-    if facts and not turns:
-        questions = questions + fact_questions(profile)
-    resolved = resolve_model(profile, model, prompted)
     params = iv.INTERVIEW_PARAMS.with_(seed=seed, temperature=temperature, max_tokens=max_tokens)
-    plan = iv.InterviewPlan(profile, questions, source, turns=turns, limit=limit, params=params)
+    plan = _plan(profile, questions_file, facts, turns, limit, params)
+    resolved = resolve_model(profile, model, prompted)
     output = output or iv.default_output(profile.slug, turns)
     backend = resolved.backend(verbose=verbose())
     model_info = {
@@ -143,7 +139,7 @@ def interview(
         )
     kind = f"multi-turn ({turns} follow-ups)" if turns else "single-turn"
     console(stderr=True).print(
-        f"[bold]{profile.name}[/bold] · {resolved.label} · {kind} · {source}"
+        f"[bold]{profile.name}[/bold] · {resolved.label} · {kind} · {plan.questions_source}"
     )
     try:
         with progress_bar("interview") as progress:
@@ -169,8 +165,16 @@ def interview(
     _summary(data, new, len(plan.questions), output)
 
 
+def _plan(profile, questions_file, facts: bool, turns: int, limit, params) -> iv.InterviewPlan:
+    questions, source = questions_for(profile.slug, questions_file)
+    if facts and not turns:
+        questions = questions + fact_questions(profile)
+    return iv.InterviewPlan(profile, questions, source, turns=turns, limit=limit, params=params)
+
+
 def _interviewer(interviewer_spec, resolved, backend, plan, reask_every):
     """The model that asks the follow-ups (the interviewee's own unless another is named)."""
+    interviewer_spec = settings.value("interviewer", interviewer_spec)
     if interviewer_spec and interviewer_spec.strip() != str(resolved.spec):
         ibackend = get_backend(interviewer_spec, verbose=verbose())
         spec, label = str(ibackend.spec), ibackend.describe()
