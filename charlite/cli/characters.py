@@ -12,7 +12,6 @@ from charlite.cli.complete import complete_character
 from charlite.cli.output import console, warn
 from charlite.errors import CharliteError
 from charlite.home import CharacterPaths
-from charlite.voices import resolve_model
 
 
 def _artifacts(slug: str) -> tuple[list[str], list[str], list[str]]:
@@ -73,6 +72,9 @@ def show(name: str) -> None:
     out.print(
         f"profile:   {len(p.paragraphs)} paragraphs, {words} words, {len(p.facts)} fact probes"
     )
+    # here, not at the top: the backends it loads cost `charlite characters` (the listing in
+    # the same module, timed by benchmarks/startup.py) a tenth of a second for nothing
+    from charlite.voices import resolve_model
 
     resolved = resolve_model(p)
     out.print(f"chat model: {resolved.label}", markup=False)
