@@ -16,6 +16,7 @@ from charlite.backends.base import CHAT_PARAMS
 from charlite.backends.llamacpp import LlamaCppBackend
 from charlite.errors import CharliteError
 from charlite.history import History
+from charlite.knowledge import recall
 from charlite.persona_cache import PersonaCache
 from charlite.profile import Profile, Scene
 from charlite.trim import trim_incomplete
@@ -61,24 +62,7 @@ class ChatSession:
         self.turns: list[roleplay.Turn] = []
         self._first_kept = 0
         if session_id and history:
-            row = history.session(session_id)
-            if row.character != profile.slug:
-                raise CharliteError(
-                    f"session '{session_id}' is a chat with '{row.character}', not '{profile.slug}'"
-                )
-            self.session_id = session_id
-            self.scene = scene or (
-                Scene(location=row.location, status=row.status)
-                if row.location and row.status
-                else profile.default_scene
-            )
-            for t in history.turns(session_id):
-                if t.role == "assistant":
-                    self.turns.append(roleplay.Turn(profile.short_name, t.content, "speaking"))
-                else:
-                    self.turns.append(roleplay.Turn(t.speaker, t.content))
-            if scene and history:
-                history.set_scene(session_id, scene.location, scene.status)
+            self._continue(history, session_id, scene)
         else:
             self.scene = scene or profile.default_scene
             self.session_id = (
@@ -94,6 +78,28 @@ class ChatSession:
             )
         self._system = self._make_system()
         self._primed = False
+
+    def _continue(self, history: History, session_id: str, scene: Scene | None) -> None:
+        """Load the stored session ``session_id``: its turns and scene (or set ``scene``)."""
+        row = history.session(session_id)
+        if row.character != self.profile.slug:
+            raise CharliteError(
+                f"session '{session_id}' is a chat with '{row.character}', not '{self.profile.slug}'"
+            )
+        self.session_id = session_id
+        self.scene = scene or (
+            Scene(location=row.location, status=row.status)
+            if row.location and row.status
+            else self.profile.default_scene
+        )
+        name = self.profile.short_name
+        for t in history.turns(session_id):
+            if t.role == "assistant":
+                self.turns.append(roleplay.Turn(name, t.content, "speaking"))
+            else:
+                self.turns.append(roleplay.Turn(t.speaker, t.content))
+        if scene:
+            history.set_scene(session_id, scene.location, scene.status)
 
     # -- prompt ---------------------------------------------------------------------------------
 
@@ -123,8 +129,6 @@ class ChatSession:
         render as they always did and the system message never changes."""
         if not self.knowledge or not self.turns or self.turns[-1].role == self.profile.short_name:
             return []
-        from charlite.knowledge import recall
-
         return recall(self.profile, self.turns[-1].content, exclude=self._system_paragraphs())
 
     def _system_paragraphs(self) -> list[str]:
@@ -133,32 +137,18 @@ class ChatSession:
 
     def messages(self) -> list[dict[str, str]]:
         """The prompt for the next reply, dropping the oldest turns in blocks when it is too long."""
-        budget = self.backend.n_ctx - self.params.max_tokens - 16
-        system = {"role": "system", "content": self._system}
-        sizes = [self.backend.count_tokens(self._message(t)["content"]) + 6 for t in self.turns]
-        fixed = self.backend.count_tokens(self._system) + 8
-        recalled = self._recall()
-        if recalled:
-            extra = self.backend.count_tokens(roleplay.with_recall("", recalled))
-            if fixed + extra + (sizes[-1] if sizes else 0) > budget:
-                recalled = []  # a context too small for it: the turn goes without
-            else:
-                fixed += extra
-        self.last_recall = recalled
-        if fixed + sum(sizes[self._first_kept :]) > budget:
-            target = fixed + (budget - fixed) * TRIM_TARGET
-            first = self._first_kept
-            while first < len(self.turns) - 1 and fixed + sum(sizes[first:]) > target:
-                first += 1
-            self._first_kept = first
-        kept = self.turns[self._first_kept :]
-        out = [system] + [self._message(t) for t in kept]
-        if recalled and out[-1]["role"] == "user":
-            out[-1] = {
-                "role": "user",
-                "content": roleplay.with_recall(out[-1]["content"], recalled),
-            }
-        return out
+        fitted = roleplay.fit_context(
+            [{"role": "system", "content": self._system}, *map(self._message, self.turns)],
+            count_tokens=self.backend.count_tokens,
+            n_ctx=self.backend.n_ctx,
+            max_tokens=self.params.max_tokens,
+            recalled=self._recall(),
+            first=self._first_kept,
+            target=TRIM_TARGET,
+        )
+        self._first_kept = fitted.first
+        self.last_recall = fitted.recalled
+        return fitted.messages
 
     # -- turns ----------------------------------------------------------------------------------
 

@@ -461,3 +461,89 @@ def parse_character_llm_prompt(prompt: str) -> tuple[str | None, str | None, str
         loc.group(1).strip() if loc else None,
         status.group(1).strip() if status else None,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting a conversation to the context
+
+PROMPT_SLACK = 16
+"""Tokens kept free besides the reply: the generation prompt (``<|im_start|>assistant\\n``, a
+BOS) and chat templates that wrap a turn in more tokens than ChatML does."""
+SYSTEM_OVERHEAD = 8
+"""Template tokens around the system message."""
+MESSAGE_OVERHEAD = 6
+"""Template tokens around every other message (ChatML: ``<|im_start|>user\\n`` … ``<|im_end|>\\n``
+is 5; measured against llama.cpp's own rendering of the embedded model, the estimate is exact
+to a token)."""
+
+
+@dataclass(frozen=True)
+class FittedContext:
+    """What :func:`fit_context` keeps of a conversation."""
+
+    messages: list[dict[str, str]]
+    """The system message and the kept turns; the newest user turn carries ``recalled``."""
+    first: int
+    """Index (among the messages after the system one) of the first kept message: how many
+    were dropped."""
+    recalled: list[str]
+    """The recalled paragraphs that fitted (none when the context is too small for them)."""
+    tokens: int
+    """The estimated prompt size of ``messages``."""
+    budget: int
+    """The tokens the prompt may take: the context less the reply and :data:`PROMPT_SLACK`."""
+
+    @property
+    def fits(self) -> bool:
+        return self.tokens <= self.budget
+
+
+def fit_context(
+    messages: Sequence[dict[str, str]],
+    *,
+    count_tokens: Callable[[str], int],
+    n_ctx: int,
+    max_tokens: int,
+    recalled: Sequence[str] = (),
+    first: int = 0,
+    target: float = 1.0,
+) -> FittedContext:
+    """The one rule that fits a conversation (system message first) to a model's context.
+
+    The prompt may take ``n_ctx - max_tokens - PROMPT_SLACK`` tokens, each message counted as
+    its rendered content plus the template's tokens around it. When it is too long, the
+    oldest messages are dropped (never the newest), from ``first`` on, until the prompt fills
+    at most ``target`` of what the system message leaves: a ``target`` below 1 drops them in
+    one large block, so the kept prefix stays byte-stable (and cached) for many turns. The kept
+    history always begins with a user message, as strict chat templates require. ``recalled``
+    paragraphs go in front of the newest user message when they fit with it, else not at all.
+    The result may still not fit (a single message too long): see :attr:`FittedContext.fits`.
+
+    >>> msgs = [{"role": "system", "content": "s" * 40}] + [
+    ...     {"role": r, "content": "x" * 40} for r in ("user", "assistant") * 3]
+    >>> fit = fit_context(msgs, count_tokens=lambda t: len(t) // 4, n_ctx=120, max_tokens=20)
+    >>> fit.first, [m["role"] for m in fit.messages], fit.tokens, fit.budget
+    (2, ['system', 'user', 'assistant', 'user', 'assistant'], 82, 84)
+    """
+    system, turns = dict(messages[0]), [dict(m) for m in messages[1:]]
+    budget = n_ctx - max_tokens - PROMPT_SLACK
+    fixed = count_tokens(system["content"]) + SYSTEM_OVERHEAD
+    sizes = [count_tokens(m["content"]) + MESSAGE_OVERHEAD for m in turns]
+    recalled = list(recalled) if turns and turns[-1]["role"] == "user" else []
+    if recalled:
+        extra = count_tokens(with_recall("", recalled))
+        if fixed + extra + sizes[-1] > budget:
+            recalled = []  # a context too small for it: the turn goes without
+        else:
+            fixed += extra
+    last = len(turns) - 1
+    if fixed + sum(sizes[first:]) > budget:
+        goal = fixed + (budget - fixed) * target
+        while first < last and fixed + sum(sizes[first:]) > goal:
+            first += 1
+    while first < last and turns[first]["role"] != "user":
+        first += 1  # start the kept history with a user message
+    kept = turns[first:]
+    if recalled:
+        kept[-1]["content"] = with_recall(kept[-1]["content"], recalled)
+    return FittedContext([system, *kept], first, recalled, fixed + sum(sizes[first:]), budget)

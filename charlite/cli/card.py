@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from charlite import characters as registry
+from charlite.cards import write_card
 from charlite.cli.complete import complete_character
 from charlite.errors import CharliteError
 
@@ -24,7 +25,6 @@ from charlite.errors import CharliteError
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 def card(name: str, output: Path, image: Path | None, force: bool) -> None:
     """Export a character as a Character Card V3 (with the V2 fields for older apps)."""
-    from charlite.cards import write_card
 
     profile = registry.get_profile(name)
     if output.is_file() and not force:  # before the work; write_card checks again as it writes

@@ -72,6 +72,8 @@ def show(name: str) -> None:
     out.print(
         f"profile:   {len(p.paragraphs)} paragraphs, {words} words, {len(p.facts)} fact probes"
     )
+    # here, not at the top: the backends it loads cost `charlite characters` (the listing in
+    # the same module, timed by benchmarks/startup.py) a tenth of a second for nothing
     from charlite.voices import resolve_model
 
     resolved = resolve_model(p)

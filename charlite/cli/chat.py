@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 import click
 
 from charlite import characters as registry
+from charlite import roleplay, settings
+from charlite.backends.base import CHAT_PARAMS
+from charlite.chat import ChatSession, switch_character
 from charlite.cli.complete import complete_character, complete_model_spec
 from charlite.cli.output import console, verbose
 from charlite.cli.settings_option import SettingOption
 from charlite.errors import CharliteError
+from charlite.history import History, history_exists
+from charlite.home import charlite_home, check_name, ensure_dir
+from charlite.knowledge import default_knowledge_mode, use_knowledge
+from charlite.profile import Scene
+from charlite.voices import resolve_model
 
 SLASH_HELP = """\
 /help                       this help
@@ -109,13 +118,6 @@ def chat(
     With -m or standard input, the session id goes to stderr ("session: ID"), so a script can
     continue the conversation with --session ID or -c.
     """
-    from charlite import settings
-    from charlite.chat import CHAT_PARAMS, ChatSession, resolve_model
-    from charlite.history import History, history_exists
-    from charlite.home import charlite_home, check_name, ensure_dir
-    from charlite.knowledge import default_knowledge_mode, use_knowledge
-    from charlite.profile import Scene
-
     if session_id is not None and continue_:
         raise CharliteError("use --session ID or --continue, not both")
     if session_id is not None:
@@ -125,26 +127,12 @@ def chat(
     context = settings.value("context", context)
     profile = registry.get_profile(name)
     knowledge = knowledge or default_knowledge_mode()  # a bad CHARLITE_KNOWLEDGE fails here
-    scene = None
-    if location or status:
-        base = profile.default_scene
-        scene = Scene(location=location or base.location, status=status or base.status)
+    scene = _scene(profile, location, status)
     resolved = resolve_model(profile, model, prompted)
     # Check the session, then load the model, and only then create the history file: a chat
     # that fails on its input leaves nothing behind.
     ensure_dir(charlite_home())  # an unusable CHARLITE_HOME fails before the model loads
-    existing = None
-    if history_exists():
-        with History() as peek:
-            if session_id is not None:
-                existing = peek.find(session_id)
-                if existing is not None and existing.character != profile.slug:
-                    raise CharliteError(
-                        f"session '{session_id}' is a chat with '{existing.character}', "
-                        f"not '{profile.slug}'"
-                    )
-            elif continue_:
-                existing = peek.latest(profile.slug)
+    existing = _existing_session(profile.slug, session_id, continue_)
     backend = resolved.backend(verbose=verbose(), n_ctx=context)
     params = CHAT_PARAMS.with_(seed=seed, temperature=temperature, max_tokens=max_tokens)
     history = History()
@@ -164,23 +152,49 @@ def chat(
     if message is None and sys.stdin.isatty():
         _interactive(session, show_thoughts)
     else:
-        # the session line follows the first reply, so a chat that fails prints only its error
-        announce = not quiet
         lines = [message] if message is not None else (line.strip() for line in sys.stdin)
-        for line in lines:
-            if line.strip():
-                _answer(session, line, show_thoughts)
-                if announce:
-                    click.echo(f"session: {session.session_id}", err=True)
-                    announce = False
-        if announce:
-            click.echo(f"session: {session.session_id}", err=True)
+        _answer_lines(session, lines, show_thoughts, announce=not quiet)
     history.close()
 
 
-def _answer(session, text: str, show_thoughts: bool) -> None:
-    from charlite import roleplay
+def _scene(profile, location: str | None, status: str | None) -> Scene | None:
+    """The scene --location/--status set (the profile's default fills in the other)."""
+    if not (location or status):
+        return None
+    base = profile.default_scene
+    return Scene(location=location or base.location, status=status or base.status)
 
+
+def _existing_session(slug: str, session_id: str | None, continue_: bool):
+    """The stored session to continue (``--session ID`` or ``-c``), if there is one; read
+    without creating the history file."""
+    if not history_exists():
+        return None
+    with History() as peek:
+        if session_id is not None:
+            existing = peek.find(session_id)
+            if existing is not None and existing.character != slug:
+                raise CharliteError(
+                    f"session '{session_id}' is a chat with '{existing.character}', not '{slug}'"
+                )
+            return existing
+        return peek.latest(slug) if continue_ else None
+
+
+def _answer_lines(session, lines: Iterable[str], show_thoughts: bool, announce: bool) -> None:
+    """One reply per non-blank line; the session line follows the first reply, so a chat
+    that fails prints only its error."""
+    for line in lines:
+        if line.strip():
+            _answer(session, line, show_thoughts)
+            if announce:
+                click.echo(f"session: {session.session_id}", err=True)
+                announce = False
+    if announce:
+        click.echo(f"session: {session.session_id}", err=True)
+
+
+def _answer(session, text: str, show_thoughts: bool) -> None:
     reply = session.reply(text)
     if show_thoughts:
         thoughts = roleplay.thoughts(reply, session.profile.short_name)
@@ -247,8 +261,6 @@ def _interactive(session, show_thoughts: bool) -> None:
 
 
 def _print_line(out, line: str, show_thoughts: bool, name: str) -> None:
-    from charlite import roleplay
-
     parts = roleplay.parse_reply(line, name)
     if not parts:
         out.print()
@@ -286,8 +298,6 @@ def _slash(session, text: str, out):
     elif cmd == "/thoughts":
         pass
     elif cmd == "/switch":
-        from charlite.chat import switch_character
-
         if not arg.strip():
             raise CharliteError("usage: /switch NAME")
         new, how = switch_character(session, arg.strip(), verbose=verbose())

@@ -19,6 +19,9 @@ from __future__ import annotations
 import click
 from click.shell_completion import CompletionItem
 
+from charlite.characters import character_refs
+from charlite.home import CharacterPaths
+
 SPEC_PREFIXES = ("embedded", "gguf:", "ollama:", "openai:", "hf:")
 
 
@@ -36,8 +39,6 @@ def _character_of(ctx: click.Context) -> str | None:
     if not words:
         return None
     try:
-        from charlite.characters import character_refs
-
         refs = character_refs()
     except Exception:
         return None
@@ -49,8 +50,6 @@ def complete_character(
 ) -> list[CompletionItem]:
     """Character slugs, bundled and user, that start with what was typed."""
     try:
-        from charlite.characters import character_refs
-
         refs = character_refs()
     except Exception:
         return []
@@ -67,8 +66,6 @@ def _listing(ctx: click.Context, what: str, incomplete: str) -> list[CompletionI
     if not name:
         return []
     try:
-        from charlite.home import CharacterPaths
-
         paths = CharacterPaths.of(name.strip().lower())
         items = getattr(paths, what)()
     except Exception:

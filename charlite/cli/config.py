@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import click
+from click.shell_completion import CompletionItem
+from rich.table import Table
 
 from charlite.cli.output import console
+from charlite.settings import SETTINGS, config_path, effective, resolve, set_value, setting
+from charlite.settings import unset as unset_key
 
 
 def _keys(ctx, param, incomplete):
-    from click.shell_completion import CompletionItem
-
-    from charlite.settings import SETTINGS
-
     return [CompletionItem(k, help=s.help) for k, s in SETTINGS.items() if k.startswith(incomplete)]
 
 
@@ -31,16 +34,12 @@ def config():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(as_json):
     """Every key: its effective value, where it comes from, what it sets."""
-    from charlite.settings import config_path, effective
 
     rows = effective()
     if as_json:
-        import json
-
         data = [{"key": k, "value": v, "source": src, "help": h} for k, v, src, h in rows]
         click.echo(json.dumps(data, indent=2))
         return
-    from rich.table import Table
 
     table = Table(title=f"Settings ({config_path()})", title_justify="left")
     for col in ("key", "value", "from", "sets"):
@@ -54,7 +53,6 @@ def list_(as_json):
 @click.argument("key", shell_complete=_keys)
 def get(key):
     """Print KEY's effective value; where it comes from goes to stderr."""
-    from charlite.settings import resolve, setting
 
     r = resolve(key)
     s = setting(key)
@@ -68,12 +66,10 @@ def get(key):
 @click.argument("value")
 def set_(key, value):
     """Store VALUE for KEY in the config file (checked first)."""
-    from charlite.settings import set_value, setting
 
     stored = set_value(key, value)
     click.echo(f"{key} = {stored}")
     env = setting(key).env
-    import os
 
     if os.environ.get(env, "").strip():
         click.echo(f"note: {env} is set and overrides the config file", err=True)
@@ -83,7 +79,6 @@ def set_(key, value):
 @click.argument("key", shell_complete=_keys)
 def unset(key):
     """Remove KEY from the config file (back to the built-in default)."""
-    from charlite.settings import unset as unset_key
 
     if unset_key(key):
         click.echo(f"{key} unset")

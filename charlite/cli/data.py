@@ -7,9 +7,16 @@ import sys
 from pathlib import Path
 
 import click
+from rich.table import Table
 
+from charlite import characters as registry
 from charlite.cli.complete import complete_character, complete_dataset
 from charlite.cli.output import console, warn
+from charlite.errors import StorageError
+from charlite.experience.dataset import Dataset
+from charlite.experience.formats import dumps_records, export_records, import_file
+from charlite.experience.stats import dataset_stats
+from charlite.files import write_output
 
 EXPORT_FORMATS = ("sharegpt", "messages", "character-llm")
 
@@ -20,9 +27,6 @@ def data() -> None:
 
 
 def _load(name: str, dataset: str):
-    from charlite import characters as registry
-    from charlite.experience.dataset import Dataset
-
     profile = registry.get_profile(name)
     return profile, Dataset(profile.slug, dataset)
 
@@ -39,9 +43,6 @@ def _load(name: str, dataset: str):
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def stats(name: str, dataset: str, as_json: bool) -> None:
     """Records per stage, turns, words, thinking share, coverage and failures."""
-    from rich.table import Table
-
-    from charlite.experience.stats import dataset_stats
 
     profile, ds = _load(name, dataset)
     s = dataset_stats(profile, ds)
@@ -123,9 +124,6 @@ def _n(count: int, word: str) -> str:
 )
 def export(name: str, fmt: str, output: Path | None, dataset: str, force: bool, stage: str) -> None:
     """Export experiences as ShareGPT, chat messages or Character-LLM prompted SFT."""
-    from charlite.errors import StorageError
-    from charlite.experience.formats import dumps_records, export_records
-    from charlite.files import write_output
 
     profile, ds = _load(name, dataset)
     if output is not None and output.is_file() and not force:  # before the work
@@ -154,7 +152,6 @@ def export(name: str, fmt: str, output: Path | None, dataset: str, force: bool, 
 )
 def import_(name: str, file: Path, dataset: str) -> None:
     """Import Character-LLM scenes, experiences or prompted data, ShareGPT or messages JSONL."""
-    from charlite.experience.formats import import_file
 
     profile, ds = _load(name, dataset)
     result = import_file(profile, file, ds)

@@ -8,7 +8,9 @@ import sys
 import click
 from rich.table import Table
 
+from charlite import doctor as checks_mod
 from charlite.cli.output import console
+from charlite.settings import effective
 
 STYLE = {
     "ok": "[green]ok[/green]",
@@ -28,7 +30,6 @@ def doctor(as_json: bool, quick: bool) -> None:
 
     Exits 0 when chat works, 1 otherwise.
     """
-    from charlite import doctor as checks_mod
 
     err = console(stderr=True)
     with err.status("checking…") as status:
@@ -36,7 +37,6 @@ def doctor(as_json: bool, quick: bool) -> None:
             deep=not quick, progress=lambda name: status.update(f"checking {name}…")
         )
     works = checks_mod.chat_works(checks)
-    from charlite.settings import effective
 
     settings_rows = effective()
     if as_json:

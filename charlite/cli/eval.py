@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.table import Table
 
+from charlite import settings
+from charlite.backends import get_backend
 from charlite.cli.complete import complete_model_spec
-from charlite.cli.output import console, verbose, warn
+from charlite.cli.output import console, progress_bar, verbose, warn
 from charlite.cli.settings_option import SettingOption
+from charlite.eval import evaluate as ev
+from charlite.eval.judge import JUDGE_PARAMS, Judge
+from charlite.eval.report import CHECK_TITLES, write_report
+from charlite.eval.stats import Stat
 
 
 @click.command(name="eval")
@@ -60,62 +67,20 @@ from charlite.cli.settings_option import SettingOption
 )
 def eval_(results, judge_spec, no_judge, limit, report_dir, character, attempts, max_tokens, seed):
     """Judge interview results (charlite's or the paper's single-turn files) and report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from charlite.eval import evaluate as ev
-
     inputs = ev.prepare(list(results), character)
     checks = ev.check_records(inputs)
-    err = console(stderr=True)
     judgements: list[dict] = []
-    judge_name = None
+    judge = None
     if not no_judge:
-        from charlite import settings
-        from charlite.backends import get_backend
-        from charlite.eval.judge import JUDGE_PARAMS, Judge
-
-        judge_spec = settings.value("judge", judge_spec)
-        backend = get_backend(judge_spec, verbose=verbose())
+        backend = get_backend(settings.value("judge", judge_spec), verbose=verbose())
         judge = Judge(
             backend, params=JUDGE_PARAMS.with_(max_tokens=max_tokens), attempts=attempts, seed=seed
         )
-        judge_name = judge.spec
-        scores_path = (
-            (report_dir / "scores.jsonl")
-            if report_dir
-            else ev.default_scores_path(inputs, judge_name)
-        )
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=err) as bar:
-            task = bar.add_task(f"judging with {judge_name}", total=None)
-            run = ev.judge_all(
-                inputs,
-                judge,
-                scores_path,
-                limit=limit,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-        judgements = run.records
-        err.print(
-            f"{run.new} new judgements, {run.reused} reused → {run.path}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        unscored = sum(1 for r in judgements if r.get("score") is None)
-        if unscored:
-            warn(
-                f"{unscored} of {len(judgements)} judgements are unscored (the judge never gave a valid score)"
-            )
+        judgements = _judge(inputs, judge, report_dir, limit)
+    judge_name = judge.spec if judge else None
     summary = ev.summary(inputs, judgements, checks, judge=judge_name, limit=limit, seed=seed)
     _render(summary)
     if report_dir:
-        from charlite.eval.report import write_report
-
         written = write_report(report_dir, summary, checks)
         console().print(
             "report: "
@@ -125,12 +90,28 @@ def eval_(results, judge_spec, no_judge, limit, report_dir, character, attempts,
         )
 
 
+def _judge(inputs, judge: Judge, report_dir: Path | None, limit: int | None) -> list[dict]:
+    """The judgements of every reply, new or reused from the scores file."""
+    scores_path = (
+        (report_dir / "scores.jsonl") if report_dir else ev.default_scores_path(inputs, judge.spec)
+    )
+    with progress_bar(f"judging with {judge.spec}") as progress:
+        run = ev.judge_all(inputs, judge, scores_path, limit=limit, progress=progress)
+    judgements = run.records
+    console(stderr=True).print(
+        f"{run.new} new judgements, {run.reused} reused → {run.path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    unscored = sum(1 for r in judgements if r.get("score") is None)
+    if unscored:
+        warn(
+            f"{unscored} of {len(judgements)} judgements are unscored (the judge never gave a valid score)"
+        )
+    return judgements
+
+
 def _render(summary: dict) -> None:
-    from rich.table import Table
-
-    from charlite.eval.report import CHECK_TITLES
-    from charlite.eval.stats import Stat
-
     out = console()
     labels = [f["label"] for f in summary["files"]]
 

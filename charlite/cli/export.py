@@ -6,8 +6,15 @@ from pathlib import Path
 
 import click
 
+from charlite import characters
 from charlite.cli.complete import complete_character, complete_run
 from charlite.cli.output import verbose, warn
+from charlite.errors import StorageError
+from charlite.export.exporter import export_run
+from charlite.export.modelfile import character_modelfile, gguf_chat_format, tag_chat_format
+from charlite.export.ollama import create_in_ollama, ollama_model_name
+from charlite.files import write_output
+from charlite.spec import embedded_model_path
 
 
 def _size(n: int) -> str:
@@ -50,8 +57,6 @@ def _size(n: int) -> str:
 )
 def export(name, run_id, quant, adapter_only, base_gguf, to_ollama):
     """Export a trained character as GGUF files and an Ollama Modelfile."""
-    from charlite.export.exporter import export_run
-    from charlite.export.ollama import create_in_ollama, ollama_model_name
 
     result = export_run(
         name.strip().lower(),
@@ -64,12 +69,12 @@ def export(name, run_id, quant, adapter_only, base_gguf, to_ollama):
     )
     click.echo(f"exported {result.slug} run {result.run_id} -> {result.path}")
     for entry in result.files:
-        what = {"adapter": "LoRA adapter", "merged": f"merged model ({entry.get('type')})"}.get(
-            entry["role"], "Ollama Modelfile"
+        what = {"adapter": "LoRA adapter", "merged": f"merged model ({entry.type})"}.get(
+            entry.role, "Ollama Modelfile"
         )
-        click.echo(f"  {entry['name']:<28} {_size(entry['bytes']):>10}  {what}")
-    if result.manifest.get("merged_on"):
-        click.echo(f"merged model built on {result.manifest['merged_on']}")
+        click.echo(f"  {entry.name:<28} {_size(entry.bytes):>10}  {what}")
+    if result.manifest.merged_on:
+        click.echo(f"merged model built on {result.manifest.merged_on}")
     for warning in result.warnings:
         click.secho(f"note: {warning}", err=True, fg="yellow")
     for smoke in result.smoke:
@@ -113,11 +118,6 @@ def export(name, run_id, quant, adapter_only, base_gguf, to_ollama):
 @click.option("--force", is_flag=True, help="Replace PATH if it exists.")
 def modelfile(name, output, from_tag, force):
     """Print or write an Ollama Modelfile for a character in prompted mode (no training)."""
-    from charlite import characters
-    from charlite.errors import StorageError
-    from charlite.export.modelfile import character_modelfile, gguf_chat_format, tag_chat_format
-    from charlite.files import write_output
-    from charlite.spec import embedded_model_path
 
     profile = characters.get_profile(name)
     if output is not None and output.is_file() and not force:  # before the work

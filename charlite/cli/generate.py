@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import click
+from rich import progress as bars
 
+from charlite import characters as registry
+from charlite import settings
 from charlite.cli.complete import complete_character, complete_dataset, complete_model_spec
 from charlite.cli.output import console, warn
 from charlite.cli.settings_option import SettingOption
+from charlite.experience.grounded import DEFAULT_PROTECTIVE, generate_from_profile
+from charlite.experience.pipeline import GenerateOptions, Generator
 
 
 @click.command()
@@ -98,17 +103,12 @@ def generate(
     Rerunning the same command resumes: finished records are kept and only what is missing
     is generated.
     """
-    from charlite import characters as registry
-    from charlite import settings
-    from charlite.experience.pipeline import GenerateOptions, Generator
 
     if teacher is None or teacher.strip() != "profile":
         teacher = settings.value("teacher", teacher)
     threads = settings.value("threads", threads)
     profile = registry.get_profile(name)
     if teacher == "profile":
-        from charlite.experience.grounded import DEFAULT_PROTECTIVE, generate_from_profile
-
         source = click.get_current_context().get_parameter_source("protective")
         given = source is not None and source.name != "DEFAULT"
         result = generate_from_profile(
@@ -163,23 +163,14 @@ class RichGenerationReporter:
     """A rich progress bar on stderr: done, failed and the time left."""
 
     def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("{task.description:<12}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("failed {task.fields[failed]} (attempts {task.fields[attempts]})"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
+        self.progress = bars.Progress(
+            bars.TextColumn("{task.description:<12}"),
+            bars.BarColumn(),
+            bars.MofNCompleteColumn(),
+            bars.TextColumn("failed {task.fields[failed]} (attempts {task.fields[attempts]})"),
+            bars.TimeElapsedColumn(),
+            bars.TextColumn("left"),
+            bars.TimeRemainingColumn(),
             console=console(stderr=True),
             transient=False,
         )

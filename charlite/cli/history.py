@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
+from io import StringIO
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.table import Table
 
+from charlite import characters
+from charlite import history as store
 from charlite.cli.complete import complete_character
 from charlite.cli.output import console
+from charlite.errors import NotFoundError
+from charlite.files import write_text_atomic
 
 
 @click.command()
@@ -35,8 +43,6 @@ def history(name, session_id, fmt, output):
     charlite history ID                   one session as Markdown
     charlite history ID --format json -o chat.json
     """
-    from charlite import history as store
-    from charlite.errors import NotFoundError
 
     if not store.history_exists():
         if session_id:
@@ -56,8 +62,6 @@ def history(name, session_id, fmt, output):
 
 
 def _character_slug(name: str) -> str:
-    from charlite import characters
-
     return characters.find(name).slug
 
 
@@ -67,8 +71,6 @@ def _when(ts: float) -> str:
 
 def _render_list(rows, fmt: str | None):
     if fmt == "json":
-        import json
-
         return json.dumps(
             [
                 {
@@ -91,7 +93,6 @@ def _render_list(rows, fmt: str | None):
             for r in rows
         ]
         return "\n".join(lines)
-    from rich.table import Table
 
     table = Table(title="Chat sessions", title_justify="left")
     for col in ("id", "character", "model", "turns", "last used"):
@@ -131,13 +132,9 @@ def session_record(h, session_id: str) -> dict:
 def _render_session(h, session_id: str, fmt: str) -> str:
     record = session_record(h, session_id)
     if fmt == "json":
-        import json
-
         return json.dumps(record, indent=2, ensure_ascii=False)
     name = record["character"]
     try:
-        from charlite import characters
-
         name = characters.get_profile(record["character"]).name
     except Exception:  # a deleted or broken profile: the slug still names it
         pass
@@ -164,13 +161,8 @@ def _emit(content, output: Path | None) -> None:
         else:
             console().print(content)
         return
-    from charlite.files import write_text_atomic
 
     if not isinstance(content, str):
-        from io import StringIO
-
-        from rich.console import Console
-
         buf = StringIO()
         Console(file=buf, width=120).print(content)
         content = buf.getvalue()

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from charlite import characters, settings
+from charlite.backends import get_backend
 from charlite.cli.complete import complete_character, complete_model_spec
-from charlite.cli.output import console, verbose
+from charlite.cli.output import console, progress_bar, verbose
 from charlite.cli.settings_option import SettingOption
+from charlite.errors import InterruptedByUser
+from charlite.eval import interview as iv
+from charlite.eval.question_bank import fact_questions, questions_for
+from charlite.files import read_json
+from charlite.knowledge import default_knowledge_mode, use_knowledge
+from charlite.voices import resolve_model
 
 
 @click.command()
@@ -109,25 +118,11 @@ def interview(
     knowledge,
 ):
     """Interview a character with a question set and write a results file for 'charlite eval'."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from charlite import characters, settings
-    from charlite.backends import get_backend
-    from charlite.errors import InterruptedByUser
-    from charlite.eval import interview as iv
-    from charlite.eval.question_bank import fact_questions, questions_for
-    from charlite.knowledge import default_knowledge_mode, use_knowledge
-    from charlite.voices import resolve_model
-
-    interviewer_spec = settings.value("interviewer", interviewer_spec)
     profile = characters.get_profile(name)
     knowledge = knowledge or default_knowledge_mode()
-    questions, source = questions_for(profile.slug, questions_file)
-    if facts and not turns:
-        questions = questions + fact_questions(profile)
-    resolved = resolve_model(profile, model, prompted)
     params = iv.INTERVIEW_PARAMS.with_(seed=seed, temperature=temperature, max_tokens=max_tokens)
-    plan = iv.InterviewPlan(profile, questions, source, turns=turns, limit=limit, params=params)
+    plan = _plan(profile, questions_file, facts, turns, limit, params)
+    resolved = resolve_model(profile, model, prompted)
     output = output or iv.default_output(profile.slug, turns)
     backend = resolved.backend(verbose=verbose())
     model_info = {
@@ -139,40 +134,15 @@ def interview(
     }
     interviewer = interviewer_info = None
     if turns:
-        if interviewer_spec and interviewer_spec.strip() != str(resolved.spec):
-            ibackend = get_backend(interviewer_spec, verbose=verbose())
-            interviewer_info = {
-                "spec": str(ibackend.spec),
-                "label": ibackend.describe(),
-                "reask_every": reask_every,
-            }
-        else:
-            ibackend = backend
-            interviewer_info = {
-                "spec": str(resolved.spec),
-                "label": "same as the interviewee",
-                "reask_every": reask_every,
-            }
-        interviewer = iv.Interviewer(ibackend, profile, plan.questions, reask_every=reask_every)
-
-    err = console(stderr=True)
-    out = console()
+        interviewer, interviewer_info = _interviewer(
+            interviewer_spec, resolved, backend, plan, reask_every
+        )
     kind = f"multi-turn ({turns} follow-ups)" if turns else "single-turn"
-    err.print(f"[bold]{profile.name}[/bold] · {resolved.label} · {kind} · {source}")
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+    console(stderr=True).print(
+        f"[bold]{profile.name}[/bold] · {resolved.label} · {kind} · {plan.questions_source}"
     )
-    data = None
     try:
-        with Progress(*columns, console=err, transient=False) as bar:
-            task = bar.add_task("interview", total=None)
-
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
+        with progress_bar("interview") as progress:
             data, new = iv.run_interview(
                 plan,
                 backend,
@@ -191,16 +161,44 @@ def interview(
             hint="rerun the same command (same -o) to continue",
         ) from None
     if show:
-        for item in (it for it in data["items"] if it["index"] in new):
-            for ex in item.get("exchanges") or [item]:
-                out.print(f"Man: {ex['question']}", markup=False, highlight=False)
-                said = ex.get("speaking") or "(nothing said)"
-                out.print(f"{profile.short_name}: {said}", markup=False, highlight=False)
+        _show(data, new, profile.short_name)
+    _summary(data, new, len(plan.questions), output)
+
+
+def _plan(profile, questions_file, facts: bool, turns: int, limit, params) -> iv.InterviewPlan:
+    questions, source = questions_for(profile.slug, questions_file)
+    if facts and not turns:
+        questions = questions + fact_questions(profile)
+    return iv.InterviewPlan(profile, questions, source, turns=turns, limit=limit, params=params)
+
+
+def _interviewer(interviewer_spec, resolved, backend, plan, reask_every):
+    """The model that asks the follow-ups (the interviewee's own unless another is named)."""
+    interviewer_spec = settings.value("interviewer", interviewer_spec)
+    if interviewer_spec and interviewer_spec.strip() != str(resolved.spec):
+        ibackend = get_backend(interviewer_spec, verbose=verbose())
+        spec, label = str(ibackend.spec), ibackend.describe()
+    else:
+        ibackend = backend
+        spec, label = str(resolved.spec), "same as the interviewee"
+    info = {"spec": spec, "label": label, "reask_every": reask_every}
+    return iv.Interviewer(ibackend, plan.profile, plan.questions, reask_every=reask_every), info
+
+
+def _show(data: dict[str, Any], new: list[int], short_name: str) -> None:
+    """Each new question and the words said aloud."""
+    out = console()
+    for item in (it for it in data["items"] if it["index"] in new):
+        for ex in item.get("exchanges") or [item]:
+            out.print(f"Man: {ex['question']}", markup=False, highlight=False)
+            said = ex.get("speaking") or "(nothing said)"
+            out.print(f"{short_name}: {said}", markup=False, highlight=False)
+
+
+def _summary(data: dict[str, Any], new: list[int], planned: int, output: Path) -> None:
     t = data["timings"]
-    status = (
-        "complete" if data["complete"] else f"{t['answers']} of {len(plan.questions)} questions"
-    )
-    out.print(
+    status = "complete" if data["complete"] else f"{t['answers']} of {planned} questions"
+    console().print(
         f"{t['answers']} answers ({len(new)} new, {status}) in {t['total_seconds']:.1f} s → {output}",
         highlight=False,
         soft_wrap=True,
@@ -209,8 +207,6 @@ def interview(
 
 def _count(path: Path) -> int:
     try:
-        from charlite.files import read_json
-
         return len(read_json(path).get("items") or [])
     except Exception:  # noqa: BLE001 - only for the message
         return 0

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import click
+from rich.table import Table
 
 from charlite.cli.output import console
+from charlite.inventory import all_models
 
 
 def _size(n: int | None) -> str:
@@ -23,13 +25,11 @@ def models(as_json):
     The SPEC column is what --model (and 'charlite config set model') takes; a character's
     export is used by 'charlite chat NAME' on its own.
     """
-    from charlite.inventory import all_models
 
     entries, notes = all_models()
     if as_json:
         click.echo(json.dumps({"models": [e.to_json() for e in entries], "notes": notes}, indent=2))
         return
-    from rich.table import Table
 
     table = Table(title="Models", title_justify="left")
     for col in ("source", "spec", "size", "details"):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import click
+from rich.table import Table
 
 from charlite.cli.output import console
+from charlite.pull import CURATED
+from charlite.pull import pull as do_pull
 
 
 @click.command()
@@ -25,7 +28,6 @@ def pull(ref, quiet):
     if not ref:
         _curated_table()
         return
-    from charlite.pull import pull as do_pull
 
     model, already = do_pull(ref, quiet=quiet)
     verb = "already pulled" if already else "pulled"
@@ -37,10 +39,6 @@ def pull(ref, quiet):
 
 
 def _curated_table() -> None:
-    from rich.table import Table
-
-    from charlite.pull import CURATED
-
     table = Table(title="Laptop models (charlite pull NAME)", title_justify="left")
     for col in ("name", "size", "RAM", "licence", "good for"):
         table.add_column(col)

@@ -6,7 +6,10 @@ import os
 
 import click
 
+from charlite import characters as registry
 from charlite.cli.output import console, verbose, warn
+from charlite.serve.server import _require_serve_extra, bind, is_loopback, run
+from charlite.spec import parse_spec
 
 
 @click.command()
@@ -54,21 +57,16 @@ def serve(
     parallel: int | None,
 ) -> None:
     """Serve the characters over an OpenAI-compatible API (GET /v1/models, POST /v1/chat/completions)."""
-    from charlite import characters as registry
-    from charlite.serve.server import _require_serve_extra, bind, is_loopback, run
-
     _require_serve_extra()
+    # the app imports FastAPI, which the serve extra brings: only once it is known to be there
+    from charlite.serve.app import check_api_key, create_app
+
     if api_key is None and "CHARLITE_API_KEY" in os.environ:
         api_key = os.environ["CHARLITE_API_KEY"]  # set but empty: refused below, not ignored
     if api_key is not None:
-        from charlite.serve.app import check_api_key
-
         api_key = check_api_key(api_key)
     if model:
-        from charlite.spec import parse_spec
-
         parse_spec(model)  # a bad spec fails now, not on the first request
-    from charlite.serve.app import create_app
 
     app = create_app(api_key=api_key, model=model, prompted=prompted, parallel=parallel)
     sock = bind(host, port)

@@ -12,11 +12,16 @@ import warnings
 from typing import Any
 
 import click
+import yaml
 
 from charlite.cli.complete import complete_character
-from charlite.cli.output import console
+from charlite.cli.output import console, verbose
 from charlite.errors import TrainingError
+from charlite.train import load_run
+from charlite.train import train as train_character
 from charlite.train.config import TrainConfig, read_config_file
+from charlite.train.engines import detect_device
+from charlite.train.progress import RichTrainingReporter
 
 _SHOWN_DEFAULTS = {"base", "engine", "dataset", "epochs", "rank", "alpha", "dropout", "seed"}
 
@@ -87,46 +92,41 @@ def train(
     'accelerate launch -m charlite train NAME --run ID'. Ctrl-C saves a checkpoint;
     --resume RUN continues from it.
     """
-    from charlite.cli.output import verbose
-    from charlite.train import train as train_character
-    from charlite.train.progress import RichTrainingReporter
-
     if not verbose():
         warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notes
-
-    given = {k: v for k, v in flags.items() if v is not None}
-    if resume:
-        extra = [f"--{k.replace('_', '-')}" for k in given]
-        extra += ["--config"] if config_file else []
-        extra += ["--run"] if run_id else []
-        if extra:
-            raise TrainingError(
-                f"--resume continues run '{resume}' with its own settings; "
-                f"leave out {', '.join(extra)}",
-                hint="start a new run to change them",
-            )
-        config = None
-    else:
-        file_values = read_config_file(config_file) if config_file else {}
-        config = TrainConfig.from_sources(file_values, given)
-
+    config = _config(config_file, run_id, resume, {k: v for k, v in flags.items() if v is not None})
     if print_config:
-        import yaml
-
-        from charlite.train.engines import detect_device
-
         if config is None:
-            from charlite.train import load_run
-
             config = TrainConfig(**load_run(name, resume).manifest["config"])
-        settings = config.resolved(detect_device()).model_dump(mode="json")
-        click.echo(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True), nl=False)
+        _print_config(config)
         return
+    run = train_character(name, config, run_id=run_id, resume=resume, reporter=RichTrainingReporter())
+    _report(run)
 
-    run = train_character(
-        name, config, run_id=run_id, resume=resume, reporter=RichTrainingReporter()
-    )
 
+def _config(config_file, run_id, resume, given: dict[str, Any]) -> TrainConfig | None:
+    """The run's settings from --config and the flags (``None`` with --resume: the run's own)."""
+    if not resume:
+        file_values = read_config_file(config_file) if config_file else {}
+        return TrainConfig.from_sources(file_values, given)
+    extra = [f"--{k.replace('_', '-')}" for k in given]
+    extra += ["--config"] if config_file else []
+    extra += ["--run"] if run_id else []
+    if extra:
+        raise TrainingError(
+            f"--resume continues run '{resume}' with its own settings; "
+            f"leave out {', '.join(extra)}",
+            hint="start a new run to change them",
+        )
+    return None
+
+
+def _print_config(config: TrainConfig) -> None:
+    settings = config.resolved(detect_device()).model_dump(mode="json")
+    click.echo(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True), nl=False)
+
+
+def _report(run) -> None:
     m = run.manifest
     tokens = m.get("tokens") or {}
     seconds = float(m.get("train_time_s") or 0.0)

@@ -31,6 +31,7 @@ from charlite.eval.question_bank import FACTS_TOPIC, Question
 from charlite.eval.results import RESULTS_FORMAT, RESULTS_KIND, reply_list
 from charlite.files import read_json, write_json_atomic
 from charlite.home import CharacterPaths
+from charlite.knowledge import recall
 from charlite.profile import Profile, Scene
 
 INTERVIEW_PARAMS = GenParams(temperature=0.7, top_p=0.95, max_tokens=200, repeat_penalty=1.15)
@@ -90,16 +91,21 @@ def fit_turns(
     """Drop the oldest exchanges until the prompt leaves room for the reply.
 
     The last question always stays; exchanges are dropped whole (a question with its reply).
+    The rule is :func:`charlite.roleplay.fit_context`, over the messages the turns render to.
     """
-    budget = backend.n_ctx - max_tokens - 32
-    fixed = backend.count_tokens(system) + 8
-    sizes = [backend.count_tokens(t.content) + 8 for t in turns]
-    start = 0
-    while start < len(turns) - 1 and fixed + sum(sizes[start:]) > budget:
-        start += 1
-        while start < len(turns) - 1 and turns[start].action is not None:  # skip to a question
-            start += 1
-    return turns[start:]
+    character = next((t.role for t in turns if t.action is not None), None)
+    # the turn each rendered message starts with (to_messages joins a speaker's turns in a row)
+    starts = [
+        i
+        for i, t in enumerate(turns)
+        if i == 0 or (t.role == character) != (turns[i - 1].role == character)
+    ]
+    scene = Scene(location=roleplay.INTERVIEW_LOCATION, status="unused: the system is given")
+    messages = roleplay.to_messages(character or "", "", scene, turns, system=system)
+    fitted = roleplay.fit_context(
+        messages, count_tokens=backend.count_tokens, n_ctx=backend.n_ctx, max_tokens=max_tokens
+    )
+    return turns[starts[fitted.first] :] if turns else []
 
 
 def answer(
@@ -125,18 +131,19 @@ def answer(
     context = list(turns)
     recalled: list[str] = []
     if knowledge and context and context[-1].role != name:
-        from charlite.knowledge import recall
-
         in_system = [t for t in profile.paragraph_texts() if t.strip() and t.strip() in system]
         recalled = recall(profile, context[-1].content, exclude=in_system)
     start = time.perf_counter()
     for attempt in range(max_continuations + 1):
-        fitted = fit_turns(backend, system, context, params.max_tokens)
-        messages = roleplay.to_messages(name, profile.name, scene, fitted, system=system)
-        if recalled and messages[-1]["role"] == "user":
-            messages[-1]["content"] = roleplay.with_recall(messages[-1]["content"], recalled)
+        fitted = roleplay.fit_context(
+            roleplay.to_messages(name, profile.name, scene, context, system=system),
+            count_tokens=backend.count_tokens,
+            n_ctx=backend.n_ctx,
+            max_tokens=params.max_tokens,
+            recalled=recalled,
+        )
         seed = None if params.seed is None else params.seed + attempt
-        completion = backend.chat(messages, params.with_(seed=seed))
+        completion = backend.chat(fitted.messages, params.with_(seed=seed))
         result.raw.append(completion.text)
         result.finish_reason = completion.finish_reason
         result.tokens += completion.completion_tokens or 0
@@ -444,7 +451,6 @@ def run_interview(
     if plan.turns and interviewer is None:
         interviewer = Interviewer(backend, plan.profile, plan.questions)
     data = open_results(Path(output), plan, model, interviewer_info)
-    profile = plan.profile
     scene = Scene(location=data["setting"]["location"], status=data["setting"]["status"])
     done = {int(it["index"]) for it in data["items"]}
     todo = [i for i in plan.planned() if i not in done]
@@ -455,37 +461,7 @@ def run_interview(
     new: list[int] = []
 
     def ask(i: int) -> dict[str, Any]:
-        q = plan.questions[i]
-        system = roleplay.profile_system_message(
-            profile, scene, prompted=prompted, query=q.question
-        )
-        seed = None if plan.params.seed is None else plan.params.seed + 1000 * i
-        params = plan.params.with_(seed=seed)
-        item: dict[str, Any] = {
-            "index": i,
-            "topic_id": q.topic_id,
-            "topic": q.topic,
-            "question": q.question,
-        }
-        if q.answer_keywords:
-            item["answer_keywords"] = list(q.answer_keywords)
-        if not plan.turns:
-            ans = answer(
-                backend,
-                profile,
-                scene,
-                [roleplay.Turn(roleplay.INTERVIEWER, q.question)],
-                system=system,
-                params=params,
-                knowledge=knowledge,
-            )
-            item.update(_answer_record(profile, ans))
-        else:
-            assert interviewer is not None
-            item.update(
-                _multi_turn(backend, profile, scene, q, system, params, plan.turns, interviewer)
-            )
-        return item
+        return _ask(plan, i, backend, scene, prompted, interviewer, knowledge)
 
     # several questions (or conversations) at once: a local model decodes them together;
     # each has its own seed, so the answers do not depend on the order they finish in
@@ -502,6 +478,47 @@ def run_interview(
     if not todo:
         _save(Path(output), data, len(plan.questions))
     return data, new
+
+
+def _ask(
+    plan: InterviewPlan,
+    i: int,
+    backend: Backend,
+    scene: Scene,
+    prompted: bool,
+    interviewer: Interviewer | None,
+    knowledge: bool,
+) -> dict[str, Any]:
+    """The results item of question ``i``: one answer, or a whole multi-turn conversation."""
+    q, profile = plan.questions[i], plan.profile
+    system = roleplay.profile_system_message(profile, scene, prompted=prompted, query=q.question)
+    seed = None if plan.params.seed is None else plan.params.seed + 1000 * i
+    params = plan.params.with_(seed=seed)
+    item: dict[str, Any] = {
+        "index": i,
+        "topic_id": q.topic_id,
+        "topic": q.topic,
+        "question": q.question,
+    }
+    if q.answer_keywords:
+        item["answer_keywords"] = list(q.answer_keywords)
+    if not plan.turns:
+        ans = answer(
+            backend,
+            profile,
+            scene,
+            [roleplay.Turn(roleplay.INTERVIEWER, q.question)],
+            system=system,
+            params=params,
+            knowledge=knowledge,
+        )
+        item.update(_answer_record(profile, ans))
+    else:
+        assert interviewer is not None
+        item.update(
+            _multi_turn(backend, profile, scene, q, system, params, plan.turns, interviewer)
+        )
+    return item
 
 
 def _multi_turn(

@@ -8,30 +8,62 @@
     Modelfile.adapter     Ollama: FROM the base GGUF, ADAPTER the LoRA (when both exist)
     manifest.json         sizes, sha256, quant type, base, smoke-test results
 
-Everything is built in a hidden staging folder beside the final one, each file under a
-temporary name first; the folder takes its final name only after every file is complete and
-every smoke test passed. A failure leaves no file under a final name.
+Everything is built in a hidden staging folder beside the final one (:mod:`.staging`), each
+file under a temporary name first; the folder takes its final name only after every file is
+complete and every smoke test passed. A failure leaves no file under a final name.
+
+:func:`export_run` is a short list of stages: plan (what is exported onto which base), then the
+adapter, the merged model, the Modelfiles, the smoke tests and the manifest (:mod:`.manifest`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import shutil
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
+from charlite import characters
 from charlite.errors import ExportError
-from charlite.export.merge import QUANTS, check_quant
+from charlite.export.convert import convert_hf, model_arch, pre_tokenizer_name
+from charlite.export.gguf_lora import (
+    GGUFLoraTensor,
+    LoraExport,
+    PeftAdapter,
+    gguf_lora_tensors,
+    read_peft_adapter,
+    write_gguf_lora,
+)
+from charlite.export.ggufio import HF_TO_GGUF_ARCH, BaseInfo, base_info
+from charlite.export.llamacpp_convert import convert_model, find_converter, require_converter
+from charlite.export.manifest import (
+    BaseEntry,
+    CharacterEntry,
+    ExportManifest,
+    FileEntry,
+    LoraEntry,
+    package_versions,
+)
+from charlite.export.merge import QUANTS, check_quant, merge_gguf, quantize
+from charlite.export.modelfile import (
+    ChatFormat,
+    character_modelfile,
+    chat_format,
+    gguf_chat_format,
+)
+from charlite.export.pairing import check_base_gguf, original_of_4bit
+from charlite.export.runs import RunRef, check_exportable, find_run
+from charlite.export.smoke import SmokeResult, require_pass, smoke_test
+from charlite.export.staging import clean_up_after_killed_exports, staging_folder
 from charlite.files import write_json_atomic, write_text_atomic
-from charlite.gguf import file_sha256
 from charlite.home import CharacterPaths, cache_dir, ensure_dir
+from charlite.profile import Profile
+from charlite.spec import parse_spec
 
-EXPORT_FORMAT = 1
+# the name tests/robustness knows it by
+_clean_up_after_killed_exports = clean_up_after_killed_exports
 
 
 @dataclass
@@ -39,36 +71,17 @@ class ExportResult:
     slug: str
     run_id: str
     path: Path
-    manifest: dict[str, Any]
-    files: list[dict[str, Any]] = field(default_factory=list)
-    smoke: list[Any] = field(default_factory=list)
+    manifest: ExportManifest
+    smoke: list[SmokeResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[FileEntry]:
+        return self.manifest.files
 
     @property
     def modelfile(self) -> Path:
         return self.path / "Modelfile"
-
-
-def _file_entry(path: Path, role: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": path.name,
-        "role": role,
-        "bytes": path.stat().st_size,
-        "sha256": file_sha256(path),
-        **extra,
-    }
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {}
-    for pkg in ("charlite", "gguf", "llama_cpp_python"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 # Ollama runs these architectures on its own engine, which refused LoRA adapters before 0.30.
@@ -103,9 +116,6 @@ def _run_setting_base_gguf(run) -> str | None:
 
 def _convert_base(run, progress: Callable[[str], None]) -> BaseChoice:
     """The ``hf:`` base's 16-bit weights as a cached F16 GGUF (converted once)."""
-    from charlite.export.convert import model_arch
-    from charlite.export.llamacpp_convert import find_converter
-    from charlite.export.pairing import original_of_4bit
 
     if run.base_dir is None or not (run.base_dir / "config.json").is_file():
         raise ExportError(
@@ -123,17 +133,10 @@ def _convert_base(run, progress: Callable[[str], None]) -> BaseChoice:
     if not target.is_file():
         ensure_dir(target.parent)
         if converter is not None:
-            from charlite.export.llamacpp_convert import convert_model
-
             progress(f"converting the base {run.base_spec} ({arch}) with llama.cpp's converter")
             convert_model(model_dir, target, pre_tokenizer=_stated_pre_tokenizer(model_dir))
         else:
-            from charlite.export.convert import convert_hf
-            from charlite.export.ggufio import HF_TO_GGUF_ARCH
-
             if HF_TO_GGUF_ARCH.get(arch) != "llama":
-                from charlite.export.llamacpp_convert import require_converter
-
                 require_converter()  # raises: names the extra to install
             progress(f"converting the base {run.base_spec} ({arch}) to GGUF")
             convert_hf(model_dir, target, name=run.base_spec)
@@ -148,9 +151,6 @@ def _convert_base(run, progress: Callable[[str], None]) -> BaseChoice:
 def _stated_pre_tokenizer(model_dir: Path) -> str | None:
     """llama.cpp's pre-tokenizer name read from ``tokenizer.json``'s structure, if charlite knows it
     (used only when llama.cpp's converter does not recognize the tokenizer by its hash)."""
-    import json
-
-    from charlite.export.convert import pre_tokenizer_name
 
     try:
         tokenizer = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
@@ -164,12 +164,9 @@ def _base_gguf_for(
 ) -> BaseChoice:
     """The base GGUF the adapter pairs with: --base-gguf (checked), the GGUF the run was trained
     on, or an ``hf:`` base converted once into the cache."""
-    from charlite.spec import parse_spec
 
     given = base_gguf or _run_setting_base_gguf(run)
     if given:
-        from charlite.export.pairing import check_base_gguf
-
         path = Path(given).expanduser()
         check_base_gguf(path, run)
         return BaseChoice(path, "given", f"the given base {path.name}")
@@ -186,47 +183,22 @@ def _base_gguf_for(
     return _convert_base(run, progress)
 
 
-def _replace_dir(staging: Path, final: Path) -> None:
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    try:
-        os.replace(staging, final)
-    except OSError:
-        if old is not None:
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+@dataclass
+class _Plan:
+    """What is exported, onto which base: everything checked before a file is written."""
 
+    profile: Profile
+    run: RunRef
+    adapter: PeftAdapter
+    choice: BaseChoice
+    base: BaseInfo
+    tensors: list[GGUFLoraTensor]
+    fmt: ChatFormat
 
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill would end the process there: assume it is alive
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists but belongs to someone else
-        return True
-    return True
-
-
-def _clean_up_after_killed_exports(final: Path) -> None:
-    """Staging folders (``.RUN.tmp-PID``) of exports whose process died (kill -9, power cut) are
-    removed; a previous export moved aside (``.RUN.old-PID``) and never replaced is put back."""
-    for path in final.parent.glob(f".{final.name}.*-*"):
-        stem, _, pid = path.name.rpartition("-")
-        if stem not in (f".{final.name}.tmp", f".{final.name}.old") or not pid.isdigit():
-            continue
-        if int(pid) == os.getpid() or _pid_alive(int(pid)):
-            continue
-        if stem.endswith(".old") and not final.exists():
-            with contextlib.suppress(OSError):
-                os.replace(path, final)
-            continue
-        shutil.rmtree(path, ignore_errors=True)
+    @property
+    def comments(self) -> list[str]:
+        p = self.profile
+        return [f"{p.name} ({p.slug}), charlite export of run {self.run.run_id}"]
 
 
 def export_run(
@@ -240,160 +212,164 @@ def export_run(
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export a run of ``slug`` (default: its newest completed run). See the module docstring."""
-    from charlite import characters
-    from charlite.export.gguf_lora import gguf_lora_tensors, read_peft_adapter, write_gguf_lora
-    from charlite.export.ggufio import base_info
-    from charlite.export.modelfile import character_modelfile, chat_format, gguf_chat_format
-    from charlite.export.runs import check_exportable, find_run
-    from charlite.export.smoke import require_pass, smoke_test
-
     say = progress or (lambda _msg: None)
     quant = check_quant(quant)
+    plan = _plan(slug, run_id, base_gguf, say)
+    final = CharacterPaths.of(plan.profile.slug).export(plan.run.run_id)
+    with staging_folder(final) as staging:
+        lora_path, lora, files = _write_adapter(plan, staging, say)
+        merged_path = None
+        if not adapter_only:
+            merged_path = _write_merged(plan, staging, quant, verbose, say)
+            files.append(FileEntry.of(merged_path, "merged", type=QUANTS[quant][0]))
+        modelfiles = _write_modelfiles(plan, staging, lora_path, merged_path)
+        files += [FileEntry.of(staging / name, "modelfile") for name in modelfiles.values()]
+        smoke = _smoke_tests(plan, lora_path, merged_path, verbose, say)
+        manifest = _manifest(plan, quant, adapter_only, lora, merged_path, modelfiles, files, smoke)
+        write_json_atomic(staging / "manifest.json", manifest.to_json())
+        for result in smoke:
+            require_pass(result)
+    note = ollama_adapter_warning(plan.base.arch)
+    warnings = [note] if note else []
+    return ExportResult(plan.profile.slug, plan.run.run_id, final, manifest, smoke, warnings)
+
+
+def _plan(slug: str, run_id: str | None, base_gguf, say: Callable[[str], None]) -> _Plan:
     profile = characters.get_profile(slug)
     run = find_run(profile.slug, run_id)
     check_exportable(run)
     adapter = read_peft_adapter(run.adapter_dir)
     choice = _base_gguf_for(run, say, base_gguf)
-    base_gguf = choice.path
-    base = base_info(base_gguf)
+    base = base_info(choice.path)
     tensors = gguf_lora_tensors(adapter, base, run.architecture)  # checks the base before writing
-    fmt = chat_format(run.chat_template) if run.chat_template else gguf_chat_format(base_gguf)
+    fmt = chat_format(run.chat_template) if run.chat_template else gguf_chat_format(choice.path)
+    return _Plan(profile, run, adapter, choice, base, tensors, fmt)
 
-    paths = CharacterPaths.of(profile.slug)
-    final = paths.export(run.run_id)
-    ensure_dir(final.parent)
-    _clean_up_after_killed_exports(final)
-    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        files: list[dict[str, Any]] = []
-        lora_path = staging / f"{profile.slug}-lora.gguf"
-        say(f"writing the LoRA adapter ({len(tensors)} tensors)")
-        lora = write_gguf_lora(
-            adapter,
-            base,
-            lora_path,
-            expected_arch=run.architecture,
-            name=f"charlite {profile.slug} {run.run_id}",
-        )
-        files.append(
-            _file_entry(lora_path, "adapter", type="f16", alpha=lora.alpha, rank=lora.rank)
-        )
 
-        merged_path = None
-        if not adapter_only:
-            tag = QUANTS[quant][0]
-            merged_path = staging / f"{profile.slug}-{tag}.gguf"
-            full = merged_path if quant == "f16" else staging / f".{profile.slug}-merge-F16.gguf"
-            from charlite.export.merge import merge_gguf
+def _write_adapter(
+    plan: _Plan, staging: Path, say: Callable[[str], None]
+) -> tuple[Path, LoraExport, list[FileEntry]]:
+    lora_path = staging / f"{plan.profile.slug}-lora.gguf"
+    say(f"writing the LoRA adapter ({len(plan.tensors)} tensors)")
+    lora = write_gguf_lora(
+        plan.adapter,
+        plan.base,
+        lora_path,
+        expected_arch=plan.run.architecture,
+        name=f"charlite {plan.profile.slug} {plan.run.run_id}",
+    )
+    entry = FileEntry.of(lora_path, "adapter", type="f16", alpha=lora.alpha, rank=lora.rank)
+    return lora_path, lora, [entry]
 
-            say(f"merging the adapter into {choice.note}")
-            merge_gguf(base_gguf, tensors, full, chat_template=run.chat_template)
-            if quant != "f16":
-                from charlite.export.merge import quantize
 
-                say(f"quantizing to {tag}")
-                try:
-                    quantize(full, merged_path, quant, verbose=verbose)
-                finally:
-                    full.unlink(missing_ok=True)
-            files.append(_file_entry(merged_path, "merged", type=tag))
+def _write_merged(
+    plan: _Plan, staging: Path, quant: str, verbose: bool, say: Callable[[str], None]
+) -> Path:
+    """Base + adapter merged at F16, then quantized (the F16 file is only a step)."""
+    tag = QUANTS[quant][0]
+    merged_path = staging / f"{plan.profile.slug}-{tag}.gguf"
+    full = merged_path if quant == "f16" else staging / f".{plan.profile.slug}-merge-F16.gguf"
+    say(f"merging the adapter into {plan.choice.note}")
+    merge_gguf(plan.choice.path, plan.tensors, full, chat_template=plan.run.chat_template)
+    if quant != "f16":
+        say(f"quantizing to {tag}")
+        try:
+            quantize(full, merged_path, quant, verbose=verbose)
+        finally:
+            full.unlink(missing_ok=True)
+    return merged_path
 
-        comments = [f"{profile.name} ({profile.slug}), charlite export of run {run.run_id}"]
-        ollama_note = ollama_adapter_warning(base.arch)
-        adapter_mf = character_modelfile(
-            profile,
-            from_=str(base_gguf.resolve()),
-            adapter=f"./{lora_path.name}",
-            fmt=fmt,
-            comments=[*comments, ollama_note] if ollama_note else comments,
-        )
-        modelfiles = {}
-        if merged_path is not None:
-            write_text_atomic(
-                staging / "Modelfile",
-                character_modelfile(
-                    profile, from_=f"./{merged_path.name}", fmt=fmt, comments=comments
-                ),
-            )
-            write_text_atomic(staging / "Modelfile.adapter", adapter_mf)
-            modelfiles = {"merged": "Modelfile", "adapter": "Modelfile.adapter"}
-        else:
-            write_text_atomic(staging / "Modelfile", adapter_mf)
-            modelfiles = {"adapter": "Modelfile"}
-        for name in modelfiles.values():
-            files.append(_file_entry(staging / name, "modelfile"))
 
-        smoke = []
-        if merged_path is not None:
-            say(f"smoke test: {merged_path.name}")
-            smoke.append(
-                smoke_test(
-                    profile,
-                    merged_path,
-                    base=base_gguf,
-                    verbose=verbose,
-                    chat_template=run.chat_template,
-                )
-            )
-        say(f"smoke test: {base_gguf.name} + {lora_path.name}")
-        smoke.append(
+def _write_modelfiles(
+    plan: _Plan, staging: Path, lora_path: Path, merged_path: Path | None
+) -> dict[str, str]:
+    """``Modelfile`` (FROM the merged model, else base + ADAPTER) and, beside a merged model,
+    ``Modelfile.adapter``. Returns kind -> file name."""
+    note = ollama_adapter_warning(plan.base.arch)
+    adapter_mf = character_modelfile(
+        plan.profile,
+        from_=str(plan.choice.path.resolve()),
+        adapter=f"./{lora_path.name}",
+        fmt=plan.fmt,
+        comments=[*plan.comments, note] if note else plan.comments,
+    )
+    if merged_path is None:
+        write_text_atomic(staging / "Modelfile", adapter_mf)
+        return {"adapter": "Modelfile"}
+    merged_mf = character_modelfile(
+        plan.profile, from_=f"./{merged_path.name}", fmt=plan.fmt, comments=plan.comments
+    )
+    write_text_atomic(staging / "Modelfile", merged_mf)
+    write_text_atomic(staging / "Modelfile.adapter", adapter_mf)
+    return {"merged": "Modelfile", "adapter": "Modelfile.adapter"}
+
+
+def _smoke_tests(
+    plan: _Plan,
+    lora_path: Path,
+    merged_path: Path | None,
+    verbose: bool,
+    say: Callable[[str], None],
+) -> list[SmokeResult]:
+    """The merged model (when built), then the base with the adapter, each asked a question."""
+    base = plan.choice.path
+    models = [(merged_path, None)] if merged_path is not None else []
+    models.append((base, lora_path))
+    results = []
+    for model, lora in models:
+        say(f"smoke test: {model.name}" + (f" + {lora.name}" if lora else ""))
+        results.append(
             smoke_test(
-                profile,
-                base_gguf,
-                lora_path,
-                base=base_gguf,
+                plan.profile,
+                model,
+                lora,
+                base=base,
                 verbose=verbose,
-                chat_template=run.chat_template,
+                chat_template=plan.run.chat_template,
             )
         )
-        manifest = {
-            "format": EXPORT_FORMAT,
-            "kind": "charlite-export",
-            "character": {
-                "slug": profile.slug,
-                "name": profile.name,
-                "profile_digest": profile.digest(),
-            },
-            "run_id": run.run_id,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "base": {
-                "spec": run.base_spec,
-                "gguf": str(base_gguf.resolve()),
-                "architecture": base.arch,
-                "converted": choice.kind == "converted",
-                "source": choice.kind,
-                "converter": choice.converter,
-            },
-            "merged_on": choice.note if merged_path else None,
-            "quant": None if adapter_only else quant,
-            "adapter_only": adapter_only,
-            "lora": {
-                "file": lora_path.name,
-                "alpha": lora.alpha,
-                "rank": lora.rank,
-                "tensors": lora.n_tensors,
-            },
-            "merged": merged_path.name if merged_path else None,
-            "modelfiles": modelfiles,
-            "chat_format": fmt.name,
-            "files": files,
-            "smoke": [s.to_json() for s in smoke],
-            "smoke_ok": all(s.ok for s in smoke),
-            "versions": _versions(),
-        }
-        write_json_atomic(staging / "manifest.json", manifest)
-        for result in smoke:
-            require_pass(result)
-        _replace_dir(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    for entry in files:
-        entry["path"] = str(final / entry["name"])
-    warnings = []
-    ollama_note = ollama_adapter_warning(base.arch)
-    if ollama_note:
-        warnings.append(ollama_note)
-    return ExportResult(profile.slug, run.run_id, final, manifest, files, smoke, warnings)
+    return results
+
+
+def _manifest(
+    plan: _Plan,
+    quant: str,
+    adapter_only: bool,
+    lora: LoraExport,
+    merged_path: Path | None,
+    modelfiles: dict[str, str],
+    files: list[FileEntry],
+    smoke: list[SmokeResult],
+) -> ExportManifest:
+    profile, run, choice = plan.profile, plan.run, plan.choice
+    return ExportManifest(
+        character=CharacterEntry(
+            slug=profile.slug, name=profile.name, profile_digest=profile.digest()
+        ),
+        run_id=run.run_id,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        base=BaseEntry(
+            spec=run.base_spec,
+            gguf=str(choice.path.resolve()),
+            architecture=plan.base.arch,
+            converted=choice.kind == "converted",
+            source=choice.kind,
+            converter=choice.converter,
+        ),
+        merged_on=choice.note if merged_path else None,
+        quant=None if adapter_only else quant,
+        adapter_only=adapter_only,
+        lora=LoraEntry(
+            file=f"{profile.slug}-lora.gguf",
+            alpha=lora.alpha,
+            rank=lora.rank,
+            tensors=lora.n_tensors,
+        ),
+        merged=merged_path.name if merged_path else None,
+        modelfiles=modelfiles,
+        chat_format=plan.fmt.name,
+        files=files,
+        smoke=[s.to_json() for s in smoke],
+        smoke_ok=all(s.ok for s in smoke),
+        versions=package_versions(),
+    )

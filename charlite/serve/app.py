@@ -9,6 +9,7 @@ Needs the ``serve`` extra (FastAPI, uvicorn); imported only by ``charlite serve`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -125,6 +126,15 @@ def create_app(
     )
     models = Models(model, prompted, parallel)
     app.state.models = models
+    _add_error_handlers(app)
+    if api_key:
+        _add_auth(app, api_key)
+    _add_routes(app, models)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error, ours or the framework's, as OpenAI-shaped JSON."""
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -144,31 +154,42 @@ def create_app(
     async def _charlite_error(request: Request, exc: CharliteError) -> JSONResponse:
         return _error(APIError(500, str(exc), type="server_error", code="model_unavailable"))
 
+
+def _add_auth(app: FastAPI, api_key: str) -> None:
+    """Every ``/v1`` request must carry the key (``Authorization: Bearer KEY`` or ``X-Api-Key``)."""
+
     @app.middleware("http")
     async def _auth(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "").strip()
-            scheme, _, token = given.partition(" ")
-            # surrounding spaces are never part of a key: a client that pasted one with its
-            # key (or read it from a padded variable) still matches
-            token = (
-                token.strip()
-                if scheme.lower() == "bearer"
-                else request.headers.get("x-api-key", "").strip()
-            )
-            if not token:
-                return _error(
-                    APIError(
-                        401,
-                        "Missing API key: send 'Authorization: Bearer KEY' with the key given to "
-                        "'charlite serve --api-key'",
-                        code="invalid_api_key",
-                    )
-                )
-            if not hmac.compare_digest(token.encode("utf-8"), api_key.encode("utf-8")):
-                return _error(APIError(401, "Incorrect API key provided", code="invalid_api_key"))
+        if request.url.path.startswith("/v1"):
+            refused = _refused(request, api_key)
+            if refused is not None:
+                return _error(refused)
         return await call_next(request)
 
+
+def _refused(request: Request, api_key: str) -> APIError | None:
+    given = request.headers.get("authorization", "").strip()
+    scheme, _, token = given.partition(" ")
+    # surrounding spaces are never part of a key: a client that pasted one with its key (or
+    # read it from a padded variable) still matches
+    token = (
+        token.strip()
+        if scheme.lower() == "bearer"
+        else request.headers.get("x-api-key", "").strip()
+    )
+    if not token:
+        return APIError(
+            401,
+            "Missing API key: send 'Authorization: Bearer KEY' with the key given to "
+            "'charlite serve --api-key'",
+            code="invalid_api_key",
+        )
+    if not hmac.compare_digest(token.encode("utf-8"), api_key.encode("utf-8")):
+        return APIError(401, "Incorrect API key provided", code="invalid_api_key")
+    return None
+
+
+def _add_routes(app: FastAPI, models: Models) -> None:
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
@@ -209,8 +230,6 @@ def create_app(
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         return await run_in_threadpool(_complete, job)
-
-    return app
 
 
 def check_api_key(key: str) -> str:
@@ -356,8 +375,6 @@ async def _until_disconnected(request: Request, chunks: Iterator[str]):
     see it behind an HTTP middleware); a client that went away closes the generator at once,
     which cancels its sequence in the model's batch and frees the slot for a waiting request.
     """
-    import asyncio
-
     gone = asyncio.Event()
 
     async def watch() -> None:

@@ -248,16 +248,11 @@ def _speaker(name: str | None) -> str:
     return clean or roleplay.DEFAULT_USER
 
 
-def build_prompt(
-    profile: Profile,
-    request: ChatRequest,
-    *,
-    prompted: bool,
-    count_tokens,
-    n_ctx: int,
-    max_tokens: int,
-) -> Prompt:
-    """The role-play messages for ``request``, oldest turns dropped to fit ``n_ctx``."""
+def _conversation(
+    profile: Profile, request: ChatRequest
+) -> tuple[list[str], list[dict[str, str]], str]:
+    """The client's system texts, the turns in the role-play format (a speaker's messages in a
+    row joined into one) and the first user message."""
     client_system: list[str] = []
     turns: list[dict[str, str]] = []
     first_user = ""
@@ -279,15 +274,27 @@ def build_prompt(
             )
             if not content:
                 continue
-        if turns and turns[-1]["role"] == ("user" if msg.role == "user" else "assistant"):
+        role = "user" if msg.role == "user" else "assistant"
+        if turns and turns[-1]["role"] == role:
             turns[-1]["content"] += "\n" + content
         else:
-            turns.append(
-                {"role": "user" if msg.role == "user" else "assistant", "content": content}
-            )
+            turns.append({"role": role, "content": content})
     if not any(t["role"] == "user" for t in turns):
         raise APIError(400, "the conversation needs at least one user message", param="messages")
+    return client_system, turns, first_user
 
+
+def build_prompt(
+    profile: Profile,
+    request: ChatRequest,
+    *,
+    prompted: bool,
+    count_tokens,
+    n_ctx: int,
+    max_tokens: int,
+) -> Prompt:
+    """The role-play messages for ``request``, oldest turns dropped to fit ``n_ctx``."""
+    client_system, turns, first_user = _conversation(profile, request)
     options = request.charlite
     scene = profile.default_scene
     if options and (options.location or options.status):
@@ -297,26 +304,22 @@ def build_prompt(
     system = roleplay.profile_system_message(profile, scene, prompted=prompted, query=first_user)
     if client_system:
         system += "\n\n" + "\n\n".join(client_system)
-
-    budget = n_ctx - max_tokens - 16
-    fixed = count_tokens(system) + 8
-    sizes = [count_tokens(t["content"]) + 6 for t in turns]
-    first = 0
-    while first < len(turns) - 1 and fixed + sum(sizes[first:]) > budget:
-        first += 1
-    while first < len(turns) - 1 and turns[first]["role"] != "user":
-        first += 1  # start the kept history with a user turn
-    if fixed + sum(sizes[first:]) > budget:
+    fitted = roleplay.fit_context(
+        [{"role": "system", "content": system}, *turns],
+        count_tokens=count_tokens,
+        n_ctx=n_ctx,
+        max_tokens=max_tokens,
+    )
+    if not fitted.fits:
         raise APIError(
             400,
-            f"the prompt needs about {fixed + sum(sizes[first:])} tokens, but this model's context of "
-            f"{n_ctx} tokens leaves {max(budget, 0)} with max_tokens={max_tokens}; send a shorter "
-            "message or a smaller max_tokens",
+            f"the prompt needs about {fitted.tokens} tokens, but this model's context of "
+            f"{n_ctx} tokens leaves {max(fitted.budget, 0)} with max_tokens={max_tokens}; send a "
+            "shorter message or a smaller max_tokens",
             param="messages",
             code="context_length_exceeded",
         )
-    messages = [{"role": "system", "content": system}, *turns[first:]]
-    return Prompt(messages, dropped=first, scene=scene)
+    return Prompt(fitted.messages, dropped=fitted.first, scene=scene)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ Ctrl-C finishes the current step, saves a checkpoint and marks the run ``interru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
+import json
 import os
 import shutil
 import signal
@@ -26,15 +28,18 @@ from typing import Any
 from charlite import __version__
 from charlite.characters import get_profile
 from charlite.errors import DataError, InterruptedByUser, TrainingError
-from charlite.files import JsonlWriter, write_json_atomic
+from charlite.files import JsonlWriter, read_jsonl, write_json_atomic, write_text_atomic
 from charlite.home import CharacterPaths, check_name, ensure_dir
 from charlite.knowledge import coverage as knowledge_coverage
+from charlite.profile import Profile
 from charlite.train.base import Base, locate_base, prepare_base
 from charlite.train.config import TrainConfig
 from charlite.train.dataset import load_training_data
-from charlite.train.engines import choose_engine, precision
+from charlite.train.engines import choose_engine, load_peft, load_unsloth, precision
+from charlite.train.examples import build_examples
 from charlite.train.progress import TrainingReporter
 from charlite.train.runs import RUN_FORMAT, RUN_KIND, Run, load_run, new_run_id
+from charlite.train.templates import fallback_chat_template
 
 VERSIONED = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "unsloth")
 
@@ -101,73 +106,113 @@ def train(
     reporter = reporter or TrainingReporter()
     profile = get_profile(slug)
     paths = CharacterPaths.of(profile.slug)
-
     previous: dict[str, Any] | None = None
     checkpoint: Path | None = None
     if resume:
-        old = load_run(profile.slug, resume)
-        if old.completed:
-            raise TrainingError(
-                f"run '{resume}' of {profile.slug} has already completed",
-                hint=f"start a new run with 'charlite train {profile.slug}'",
-            )
-        checkpoint = old.latest_checkpoint()
-        if checkpoint is None:
-            raise TrainingError(
-                f"run '{resume}' of {profile.slug} has no checkpoint to resume from",
-                hint=f"start a new run with 'charlite train {profile.slug}'",
-            )
-        config = TrainConfig.validated(old.manifest.get("config") or {}, where=f"run '{resume}'")
-        run_id, previous = resume, old.manifest
+        config, previous, checkpoint = _resumed(profile.slug, resume)
+        run_id = resume
     else:
         config = config or TrainConfig()
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not run_id:
-            raise TrainingError(
-                "under accelerate launch every process must agree on the run: name it",
-                hint="add --run ID",
-            )
-        run_id = check_name(run_id or new_run_id(), "run id")
-        if _main_process() and paths.run(run_id).exists():
-            raise TrainingError(
-                f"run folder {paths.run(run_id)} already exists; nothing was changed",
-                hint=f"choose another name with --run, or continue it with --resume {run_id}",
-            )
+        run_id = _new_run_id(paths, run_id)
     folder = paths.run(run_id)
 
     source = locate_base(config.base, allow_download=config.allow_download)
     data = load_training_data(profile, config.dataset)
-    if previous and (previous.get("dataset") or {}).get("hash") != data.hash:
-        raise TrainingError(
-            f"dataset '{data.name}' changed since run '{run_id}' started; cannot resume",
-            hint="start a new run",
-        )
+    _check_unchanged(previous, "dataset", data.hash, f"dataset '{data.name}'", run_id)
     choice = choose_engine(config.engine)
     reporter.info(choice.line())
     cfg = config.resolved(choice.device)
-    if choice.engine == "unsloth":
+    _import_libraries(choice.engine)
+    base = prepare_base(source, log=reporter.info)
+    _check_unchanged(previous, "base", base.hash, f"base {base.spec}", run_id)
+    tokenizer = _load_tokenizer(base, reporter)
+    example_set = _build_examples(tokenizer, profile, data, cfg, reporter)
+
+    created_here = not previous and _main_process()
+    if created_here:
+        _make_run_folder(folder)
+    manifest = _run_manifest(
+        previous, run_id, profile, base, data, example_set, cfg, choice, tokenizer
+    )
+    run = Run(profile.slug, run_id, folder, manifest)
+    if checkpoint is not None and _main_process():
+        _drop_metrics_after(run.metrics_path, int(checkpoint.name.rsplit("-", 1)[1]))
+    session = _Session(run, manifest, reporter, previous, began)
+    session.save()
+    try:
+        session.fit(base, choice, cfg, tokenizer, example_set, checkpoint)
+    except BaseException as exc:
+        if created_here and session.steps_done == 0 and run.latest_checkpoint() is None:
+            shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping
+        elif not isinstance(exc, InterruptedByUser):
+            session.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
+        raise
+    if not _main_process():
+        return run
+    return load_run(profile.slug, run_id)
+
+
+def _resumed(slug: str, resume: str) -> tuple[TrainConfig, dict[str, Any], Path]:
+    """The settings, manifest and latest checkpoint of the run ``resume`` continues."""
+    old = load_run(slug, resume)
+    if old.completed:
+        raise TrainingError(
+            f"run '{resume}' of {slug} has already completed",
+            hint=f"start a new run with 'charlite train {slug}'",
+        )
+    checkpoint = old.latest_checkpoint()
+    if checkpoint is None:
+        raise TrainingError(
+            f"run '{resume}' of {slug} has no checkpoint to resume from",
+            hint=f"start a new run with 'charlite train {slug}'",
+        )
+    config = TrainConfig.validated(old.manifest.get("config") or {}, where=f"run '{resume}'")
+    return config, old.manifest, checkpoint
+
+
+def _new_run_id(paths: CharacterPaths, run_id: str | None) -> str:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not run_id:
+        raise TrainingError(
+            "under accelerate launch every process must agree on the run: name it",
+            hint="add --run ID",
+        )
+    run_id = check_name(run_id or new_run_id(), "run id")
+    if _main_process() and paths.run(run_id).exists():
+        raise TrainingError(
+            f"run folder {paths.run(run_id)} already exists; nothing was changed",
+            hint=f"choose another name with --run, or continue it with --resume {run_id}",
+        )
+    return run_id
+
+
+def _check_unchanged(previous: dict[str, Any] | None, key: str, digest: str, what: str, run_id):
+    """A resumed run goes on only with the dataset and base it started with."""
+    if previous and (previous.get(key) or {}).get("hash") != digest:
+        raise TrainingError(
+            f"{what} changed since run '{run_id}' started; cannot resume", hint="start a new run"
+        )
+
+
+def _import_libraries(engine: str) -> None:
+    if engine == "unsloth":
         import unsloth  # noqa: F401  (Unsloth patches transformers and TRL: import it first)
     if not os.environ.get("CHARLITE_VERBOSE"):
         _quiet_libraries()
 
-    base = prepare_base(source, log=reporter.info)
-    if previous and (previous.get("base") or {}).get("hash") != base.hash:
-        raise TrainingError(
-            f"base {base.spec} changed since run '{run_id}' started; cannot resume",
-            hint="start a new run",
-        )
 
+def _load_tokenizer(base: Base, reporter: TrainingReporter):
     from transformers import AutoTokenizer
-
-    from charlite.train.examples import build_examples
 
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     if not getattr(tokenizer, "chat_template", None):
         # a base (not instruct) model: give it the turns its vocabulary knows; the manifest keeps
         # the template and export writes it into the merged GGUF
-        from charlite.train.templates import fallback_chat_template
-
         tokenizer.chat_template = fallback_chat_template(tokenizer)
         reporter.info(f"base {base.spec} has no chat template: using a fallback one")
+    return tokenizer
+
+
+def _build_examples(tokenizer, profile: Profile, data, cfg: TrainConfig, reporter: TrainingReporter):
     example_set = build_examples(
         tokenizer, profile, data.records, cfg.max_seq_len, cfg.knowledge_share
     )
@@ -178,25 +223,30 @@ def train(
         f" -> {len(example_set.examples)} examples, "
         f"{example_set.token_counts()['tokens']} tokens"
     )
+    return example_set
 
-    manifest: dict[str, Any] = dict(previous) if previous else {}
-    created_here = False
-    if not previous and _main_process():
-        ensure_dir(folder.parent)
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            raise TrainingError(
-                f"run folder {folder} already exists; nothing was changed",
-                hint="choose another name with --run",
-            ) from None
-        created_here = True
-        manifest = {
-            "format": RUN_FORMAT,
-            "kind": RUN_KIND,
-            "run_id": run_id,
-            "created": _now(),
-        }
+
+def _make_run_folder(folder: Path) -> None:
+    ensure_dir(folder.parent)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        raise TrainingError(
+            f"run folder {folder} already exists; nothing was changed",
+            hint="choose another name with --run",
+        ) from None
+
+
+def _run_manifest(
+    previous, run_id, profile: Profile, base: Base, data, example_set, cfg, choice, tokenizer
+) -> dict[str, Any]:
+    """The run's manifest: the previous one when resuming, a new one in the main process."""
+    if previous:
+        manifest = dict(previous)
+    elif _main_process():
+        manifest = {"format": RUN_FORMAT, "kind": RUN_KIND, "run_id": run_id, "created": _now()}
+    else:
+        manifest = {}
     manifest.update(
         {
             "character": {
@@ -222,31 +272,12 @@ def train(
             "versions": _versions(),
         }
     )
-    run = Run(profile.slug, run_id, folder, manifest)
-    if checkpoint is not None and _main_process():
-        _drop_metrics_after(run.metrics_path, int(checkpoint.name.rsplit("-", 1)[1]))
-    session = _Session(run, manifest, reporter, previous, began)
-    session.save()
-    try:
-        session.fit(base, choice, cfg, tokenizer, example_set, checkpoint)
-    except BaseException as exc:
-        if created_here and session.steps_done == 0 and run.latest_checkpoint() is None:
-            shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping
-        elif not isinstance(exc, InterruptedByUser):
-            session.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
-        raise
-    if not _main_process():
-        return run
-    return load_run(profile.slug, run_id)
+    return manifest
 
 
 def _drop_metrics_after(path: Path, step: int) -> None:
     """Before resuming from the checkpoint of ``step``: the metrics of later steps (logged
     before a kill -9, and about to be redone) are removed, so each step is logged once."""
-    import json
-
-    from charlite.files import read_jsonl, write_text_atomic
-
     if not path.exists():
         return
     records = read_jsonl(path)
@@ -263,12 +294,7 @@ class _Session:
     """One process's share of a run: loads the model, runs the trainer, keeps the manifest."""
 
     def __init__(
-        self,
-        run: Run,
-        manifest: dict[str, Any],
-        reporter: TrainingReporter,
-        previous,
-        started: float,
+        self, run: Run, manifest: dict[str, Any], reporter: TrainingReporter, previous, started: float
     ):
         self.run = run
         self.manifest = manifest
@@ -305,8 +331,42 @@ class _Session:
     # ------------------------------------------------------------------------------------------
 
     def fit(self, base: Base, choice, cfg: TrainConfig, tokenizer, example_set, checkpoint) -> None:
-        from charlite.train.engines import load_peft, load_unsloth
+        trainer = self._trainer(base, choice, cfg, example_set)
+        stopper = _make_callbacks_class()(self)
+        trainer.add_callback(stopper)
+        began = time.monotonic()
+        try:
+            with _ctrl_c_stops(stopper), _out_of_memory_is_an_error():
+                trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        finally:
+            self.train_seconds = time.monotonic() - began
+            if choice.device == "cuda":
+                import torch
 
+                peak = torch.cuda.max_memory_allocated() / 1e9
+                self.manifest["peak_memory_gb"] = round(peak, 2)
+            self.reporter.stop()
+            stopper.close()
+
+        self.steps_done = trainer.state.global_step
+        if stopper.stop_requested and self.steps_done < trainer.state.max_steps:
+            self.finish("interrupted")
+            raise InterruptedByUser(
+                f"training stopped at step {self.steps_done} of {self.total_steps}; "
+                f"checkpoint saved in {self.run.checkpoints_dir}",
+                hint=f"continue with 'charlite train {self.run.slug} --resume {self.run.run_id}'",
+            )
+        if not trainer.is_world_process_zero():
+            return
+        tmp = self.run.path / ".adapter-tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.model.save_pretrained(str(tmp))
+        os.replace(tmp, self.run.adapter_dir)
+        shutil.rmtree(self.run.checkpoints_dir, ignore_errors=True)
+        self.finish("completed")
+
+    def _trainer(self, base: Base, choice, cfg: TrainConfig, example_set):
+        """The LoRA model on the base, in TRL's trainer; the manifest notes LoRA and packing."""
         if cfg.threads:
             import torch
 
@@ -335,57 +395,42 @@ class _Session:
         # passed (Gemma-3 4B+), with only a log line
         used = bool(getattr(trainer.args, "packing", cfg.packing))
         self.manifest["packing"] = {"asked": cfg.packing, "used": used}
-        stopper = _make_callbacks_class()(self)
-        trainer.add_callback(stopper)
+        return trainer
 
-        def on_sigint(signum, frame):
-            if stopper.stop_requested:
-                raise KeyboardInterrupt
-            stopper.stop_requested = True
 
-        old_handler = None
-        with contextlib.suppress(ValueError):  # not the main thread: no Ctrl-C handling
-            old_handler = signal.signal(signal.SIGINT, on_sigint)
-        began = time.monotonic()
-        try:
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        except Exception as exc:
-            import torch
+@contextlib.contextmanager
+def _ctrl_c_stops(stopper):
+    """The first Ctrl-C asks the trainer to stop after this step (and save a checkpoint); a
+    second one interrupts at once."""
 
-            if isinstance(exc, torch.OutOfMemoryError):
-                raise TrainingError(
-                    "out of memory while training",
-                    hint="lower --batch-size or --max-seq-len (raise --grad-accum to keep the batch)",
-                ) from None
-            raise
-        finally:
-            self.train_seconds = time.monotonic() - began
-            if choice.device == "cuda":
-                import torch
+    def on_sigint(signum, frame):
+        if stopper.stop_requested:
+            raise KeyboardInterrupt
+        stopper.stop_requested = True
 
-                peak = torch.cuda.max_memory_allocated() / 1e9
-                self.manifest["peak_memory_gb"] = round(peak, 2)
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
-            self.reporter.stop()
-            stopper.close()
+    old_handler = None
+    with contextlib.suppress(ValueError):  # not the main thread: no Ctrl-C handling
+        old_handler = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
 
-        self.steps_done = trainer.state.global_step
-        if stopper.stop_requested and self.steps_done < trainer.state.max_steps:
-            self.finish("interrupted")
-            raise InterruptedByUser(
-                f"training stopped at step {self.steps_done} of {self.total_steps}; "
-                f"checkpoint saved in {self.run.checkpoints_dir}",
-                hint=f"continue with 'charlite train {self.run.slug} --resume {self.run.run_id}'",
-            )
-        if not trainer.is_world_process_zero():
-            return
-        tmp = self.run.path / ".adapter-tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        trainer.model.save_pretrained(str(tmp))
-        os.replace(tmp, self.run.adapter_dir)
-        shutil.rmtree(self.run.checkpoints_dir, ignore_errors=True)
-        self.finish("completed")
+
+@contextlib.contextmanager
+def _out_of_memory_is_an_error():
+    try:
+        yield
+    except Exception as exc:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            raise TrainingError(
+                "out of memory while training",
+                hint="lower --batch-size or --max-seq-len (raise --grad-accum to keep the batch)",
+            ) from None
+        raise
 
 
 def _quiet_libraries() -> None:
@@ -469,14 +514,35 @@ def build_trainer(
     counter: TokenCounter | None = None,
 ):
     """TRL's SFT trainer over pre-tokenized, pre-masked examples (also used by the benchmark)."""
-    import dataclasses
-
     from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     dataset = Dataset.from_dict(
         {"input_ids": [e.input_ids for e in examples], "labels": [e.labels for e in examples]}
     )
+    known = {f.name for f in dataclasses.fields(SFTConfig)}
+    args = SFTConfig(**sft_options(cfg, choice, output_dir, known))
+
+    class CountingSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, *a, **kw):
+            if counter is not None and model.training:
+                counter.add(inputs)
+            return super().compute_loss(model, inputs, *a, **kw)
+
+    trainer = CountingSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks or None,
+    )
+    trainer.remove_callback(PrinterCallback)  # progress and metrics are ours
+    return trainer
+
+
+def sft_options(cfg: TrainConfig, choice, output_dir: Path, known: set[str]) -> dict[str, Any]:
+    """``SFTConfig``'s arguments for ``cfg``, only those this TRL version knows (``known``)."""
     dtype = precision(choice.device, choice.engine)
     options: dict[str, Any] = {
         "output_dir": str(output_dir),
@@ -506,7 +572,6 @@ def build_trainer(
         "dataloader_num_workers": 0,
         "dataset_num_proc": None,
     }
-    known = {f.name for f in dataclasses.fields(SFTConfig)}
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in known else None
     # Unsloth brings its own gradient checkpointing (set when its LoRA model is made)
     options[checkpointing or "gradient_checkpointing"] = (
@@ -517,22 +582,4 @@ def build_trainer(
             options["train_sampling_strategy"] = "group_by_length"
         else:
             options["group_by_length"] = True
-    args = SFTConfig(**{k: v for k, v in options.items() if k in known})
-
-    class CountingSFTTrainer(SFTTrainer):
-        def compute_loss(self, model, inputs, *a, **kw):
-            if counter is not None and model.training:
-                counter.add(inputs)
-            return super().compute_loss(model, inputs, *a, **kw)
-
-    trainer = CountingSFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks or None,
-    )
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # progress and metrics are ours
-    return trainer
+    return {k: v for k, v in options.items() if k in known}
