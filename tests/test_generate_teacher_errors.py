@@ -27,7 +27,7 @@ def small_teacher() -> LlamaCppBackend:
 def test_an_over_long_prompt_is_a_request_error_of_the_llama_cpp_backend():
     backend = small_teacher()
     with pytest.raises(PromptTooLongError, match="longer than the model's context") as info:
-        backend.chat([{"role": "user", "content": "word " * (2 * SMALL_CTX)}])
+        backend.complete([{"role": "user", "content": "word " * (2 * SMALL_CTX)}])
     assert isinstance(info.value, ModelError) and isinstance(info.value, RequestError)
     assert issubclass(BackendError, RequestError)
     assert not issubclass(ModelError, RequestError)  # a model that cannot load still ends a run

@@ -136,7 +136,7 @@ def answer(
         if recalled and messages[-1]["role"] == "user":
             messages[-1]["content"] = roleplay.with_recall(messages[-1]["content"], recalled)
         seed = None if params.seed is None else params.seed + attempt
-        completion = backend.chat(messages, params.with_(seed=seed))
+        completion = backend.complete(messages, params.with_(seed=seed))
         result.raw.append(completion.text)
         result.finish_reason = completion.finish_reason
         result.tokens += completion.completion_tokens or 0
@@ -253,7 +253,7 @@ class Interviewer:
             {"role": "system", "content": INTERVIEWER_SYSTEM},
             {"role": "user", "content": prompt},
         ]
-        completion = self.backend.chat(messages, self.params.with_(seed=seed))
+        completion = self.backend.complete(messages, self.params.with_(seed=seed))
         question = self.clean(completion.text)
         if question and question.lower() not in {a.lower() for a in asked}:
             return {"question": question, "source": "model", "reask_of": None}
