@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from charlite.backends import GenParams, get_backend
 from charlite.backends.openai_compat import OpenAIBackend
 from charlite.cli import cli
-from charlite.errors import BackendError
+from charlite.errors import BackendError, PromptTooLongError, RequestError
 from charlite.history import History
 from charlite.spec import parse_spec
 
@@ -147,6 +147,14 @@ def test_server_error_is_a_backend_error(backend):
     with pytest.raises(BackendError) as info:
         backend.complete([{"role": "wizard", "content": "hi"}], GREEDY)
     assert "answered" in str(info.value) and backend.base_url in str(info.value)
+
+
+@pytest.mark.slow
+def test_an_over_long_prompt_is_the_same_error_as_with_llama_cpp(backend):
+    # the server's context is 2048 tokens: the same typed error as the in-process backend
+    with pytest.raises(PromptTooLongError, match="answered 400") as info:
+        backend.complete([{"role": "user", "content": "word " * 3000}], GREEDY)
+    assert isinstance(info.value, RequestError) and not isinstance(info.value, BackendError)
 
 
 @pytest.mark.slow
