@@ -6,6 +6,7 @@ own chat template renders the messages. Native logging is silenced unless verbos
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -184,6 +185,15 @@ def unload_all() -> None:
         for loaded in _LOADED.values():
             loaded.close()
         _LOADED.clear()
+
+
+@atexit.register
+def _unload_at_exit() -> None:
+    """Free the models while llama_cpp can still do it, not from ``Llama.__del__`` once the
+    interpreter has torn its modules down; never wait long on a thread still loading one."""
+    if _LOCK.acquire(timeout=2):
+        _LOCK.release()
+        unload_all()
 
 
 class LlamaCppBackend(Backend):
