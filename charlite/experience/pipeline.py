@@ -519,33 +519,8 @@ class Generator:
 
     def _run_locked(self, manifest: dict[str, Any], started: float) -> GenerateResult:
         ds, o = self.dataset, self.options
-        repaired = []
-        for stage in (*STAGES, "failures"):
-            path = ds.failures_path if stage == "failures" else ds.file(stage)
-            if repair_jsonl(path):
-                repaired.append(path.name)
-        for f in ds.failures():
-            task = f.get("task")
-            attempt = f.get("attempt")
-            if isinstance(task, str) and isinstance(attempt, int):
-                self._previous_attempts[task] = max(
-                    self._previous_attempts.get(task, 0), attempt + 1
-                )
-        self._kept_scenes = ds.scenes()
-        manifest.update(
-            profile_hash=self.profile.digest(),
-            teacher=self.teacher,
-            prompt_version=prompts.PROMPT_VERSION,
-            seed=o.seed,
-            parameters=o.parameters(),
-            status="running",
-            charlite_version=__version__,
-        )
-        if self.teacher not in manifest.setdefault("teachers", []):
-            manifest["teachers"].append(self.teacher)
-        manifest["expected"] = self._expected(len(self.scene_tasks()))
-        ds.write_manifest(manifest)
-
+        repaired = self._resume()
+        self._start_manifest(manifest)
         writers = {stage: JsonlWriter(ds.file(stage)) for stage in STAGES}
         self._failure_writer = JsonlWriter(ds.failures_path)
         n_scenes = len(self.scene_tasks())
@@ -586,6 +561,42 @@ class Generator:
             complete=complete,
             notes=self.notes,
         )
+
+    def _resume(self) -> list[str]:
+        """Repair files a crash cut short, and read what earlier runs did: the attempts already
+        made per task (a rerun tries new seeds) and the scenes kept. Returns the repaired files."""
+        ds = self.dataset
+        repaired = []
+        for stage in (*STAGES, "failures"):
+            path = ds.failures_path if stage == "failures" else ds.file(stage)
+            if repair_jsonl(path):
+                repaired.append(path.name)
+        for f in ds.failures():
+            task = f.get("task")
+            attempt = f.get("attempt")
+            if isinstance(task, str) and isinstance(attempt, int):
+                self._previous_attempts[task] = max(
+                    self._previous_attempts.get(task, 0), attempt + 1
+                )
+        self._kept_scenes = ds.scenes()
+        return repaired
+
+    def _start_manifest(self, manifest: dict[str, Any]) -> None:
+        """Record this run's teacher, prompts and parameters in the manifest, status "running"."""
+        o = self.options
+        manifest.update(
+            profile_hash=self.profile.digest(),
+            teacher=self.teacher,
+            prompt_version=prompts.PROMPT_VERSION,
+            seed=o.seed,
+            parameters=o.parameters(),
+            status="running",
+            charlite_version=__version__,
+        )
+        if self.teacher not in manifest.setdefault("teachers", []):
+            manifest["teachers"].append(self.teacher)
+        manifest["expected"] = self._expected(len(self.scene_tasks()))
+        self.dataset.write_manifest(manifest)
 
     def _expected(self, n_scenes: int) -> dict[str, int]:
         return {"scenes": n_scenes, "experiences": n_scenes, "protective": self.options.protective}
