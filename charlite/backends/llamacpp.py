@@ -324,12 +324,7 @@ class LlamaCppBackend(Backend):
                 if text or reason:
                     yield Delta(text, reason)
 
-    def complete(
-        self,
-        messages: Messages,
-        params: GenParams | None = None,
-        schema: dict[str, Any] | None = None,
-    ) -> Completion:
+    def complete(self, messages, params=None, schema=None) -> Completion:
         if self._engine is not None:
             return self.submit(messages, params, schema).result()
         kwargs = self._kwargs(params)

@@ -111,12 +111,7 @@ class OllamaBackend(Backend):
         except (self._ollama.ResponseError, ConnectionError, httpx.HTTPError) as exc:
             raise self._error(exc) from None
 
-    def complete(
-        self,
-        messages: Messages,
-        params: GenParams | None = None,
-        schema: dict[str, Any] | None = None,
-    ) -> Completion:
+    def complete(self, messages, params=None, schema=None) -> Completion:
         kwargs: dict[str, Any] = {
             "stream": False,
             "options": self.options(params),

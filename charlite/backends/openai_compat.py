@@ -125,12 +125,7 @@ class OpenAIBackend(Backend):
             hint="see the server's log",
         )
 
-    def complete(
-        self,
-        messages: Messages,
-        params: GenParams | None = None,
-        schema: dict[str, Any] | None = None,
-    ) -> Completion:
+    def complete(self, messages, params=None, schema=None) -> Completion:
         """The whole reply. With ``schema``, OpenAI's ``json_schema`` format; a server that
         refuses it (llama-cpp-python's) gets the ``json_object`` + ``schema`` form instead,
         remembered for the next calls."""
