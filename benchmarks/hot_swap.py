@@ -33,12 +33,12 @@ def main(reps: int = 5) -> None:
     adapters = [write_random_adapter(base, home / f"a{i}.gguf", seed=i) for i in range(2)]
     params = GenParams(temperature=0.0, max_tokens=1, seed=1)
     backend = LlamaCppBackend(parse_spec("embedded"), lora=adapters[0])
-    backend.chat(MESSAGES, params)
+    backend.complete(MESSAGES, params)
 
     def swap(i: int) -> float:
         start = time.perf_counter()
         backend.set_adapter(adapters[i % 2])
-        backend.chat(MESSAGES, params)
+        backend.complete(MESSAGES, params)
         return time.perf_counter() - start
 
     def reload(i: int) -> float:

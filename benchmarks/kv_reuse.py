@@ -75,9 +75,9 @@ def main() -> None:
     evaluated = new = naive = 0
     previous: list[int] = []
     for question in QUESTIONS:
-        before = llm._charlite_evaluated
+        before = llm.evaluated
         reply = session.reply(question)
-        turn_eval = llm._charlite_evaluated - before
+        turn_eval = llm.evaluated - before
         prompt = backend.prompt_tokens(session.messages()[:-1])  # what this turn was asked with
         # new = everything in this prompt that the last prompt + its reply did not already hold
         new += len(prompt) - common_prefix(prompt, previous)

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from charlite import characters, roleplay
 from charlite.backends import Backend, Delta, GenParams
-from charlite.backends.base import CHAT_PARAMS
-from charlite.backends.llamacpp import LlamaCppBackend
+from charlite.backends.base import CHAT_PARAMS, LocalModel
 from charlite.errors import CharliteError
 from charlite.history import History
 from charlite.knowledge import recall
@@ -110,10 +109,9 @@ class ChatSession:
 
     def prime(self) -> str | None:
         """Evaluate (or restore from the persona cache) the system prompt before the first turn."""
-        prime = getattr(self.backend, "prime", None)
-        if prime is None or not self.use_persona_cache:
+        if not isinstance(self.backend, LocalModel) or not self.use_persona_cache:
             return None
-        return prime(self._system, cache=PersonaCache())
+        return self.backend.prime(self._system, cache=PersonaCache())
 
     @property
     def system(self) -> str:
@@ -238,7 +236,7 @@ def switch_character(
         resolved.spec.gguf_path() if resolved.spec.is_local_gguf else None
     )
     if (
-        isinstance(backend, LlamaCppBackend)
+        isinstance(backend, LocalModel)
         and target_path is not None
         and Path(target_path).resolve() == backend.path.resolve()
     ):

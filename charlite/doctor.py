@@ -213,7 +213,7 @@ def check_chat(path: Path | None, llama_ok: bool) -> Check:
     try:
         backend = get_backend("embedded", n_ctx=512)
         loaded = time.perf_counter()
-        done = backend.chat(
+        done = backend.complete(
             [{"role": "user", "content": "Say hello."}], GenParams(max_tokens=4, temperature=0.0)
         )
     except (CharliteError, ValueError, RuntimeError, OSError) as exc:

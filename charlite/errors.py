@@ -45,7 +45,13 @@ class BackendError(RequestError):
 
 
 class PromptTooLongError(ModelError, RequestError):
-    """A prompt longer than the model's context (llama.cpp says so before generating)."""
+    """A prompt longer than the model's context, whichever backend says so (llama.cpp before
+    generating, a server in its error answer): the same prompt cannot fit on a retry."""
+
+
+class ContextFullError(ModelError, RequestError):
+    """A context shared by several requests (llama.cpp batching) had no room left for this
+    one: a retry may fit."""
 
 
 class SpecError(CharliteError):

@@ -122,7 +122,7 @@ def test_engine_matches_the_single_sequence_chat_path(backend):
     plain = get_backend("embedded")  # shares the loaded model; not routed through the batch
     for question, n in QUESTIONS[:3]:
         params = GenParams(temperature=0.0, seed=3, max_tokens=n)
-        via_chat = plain.chat(_messages(question), params)
+        via_chat = plain.complete(_messages(question), params)
         via_engine = backend.submit(_messages(question), params).result()
         assert via_engine.text == via_chat.text
         assert via_engine.completion_tokens == via_chat.completion_tokens
@@ -214,7 +214,7 @@ def test_stop_strings_and_adapters(backend, random_adapters):
     adapted = get_backend("embedded", lora=random_adapters[0])
     adapted.enable_batching(4)
     plain_adapted = get_backend("embedded", lora=random_adapters[0])
-    expect = plain_adapted.chat(_messages("Say hello."), params)
+    expect = plain_adapted.complete(_messages("Say hello."), params)
     out = adapted.complete_many([(_messages("Say hello."), params, None)] * 2)
     assert [c.text for c in out] == [expect.text] * 2
     assert backend.submit(_messages("Say hello."), params).result().text != expect.text

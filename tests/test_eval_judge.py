@@ -101,7 +101,9 @@ class Replay(Backend):
     def stream(self, messages, params=None):
         raise AssertionError("the judge must ask for constrained JSON")
 
-    def chat_json(self, messages, schema, params=None):
+    def complete(self, messages, params=None, schema=None):
+        if schema is None:
+            raise AssertionError("the judge must ask for constrained JSON")
         if self.fail_at is not None and len(self.calls) == self.fail_at:
             raise BackendError(
                 "cannot reach the OpenAI-compatible server at http://replay.invalid/v1 (ConnectError)"

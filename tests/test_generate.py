@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from charlite.cli import cli
-from charlite.experience import pipeline, prompts
+from charlite.experience import pipeline, prompts, records
 from charlite.experience.dataset import Dataset
-from charlite.experience.pipeline import Rejected, Task
+from charlite.experience.records import Rejected, Task
 from charlite.experience.schemas import (
     Experience,
     SceneRecord,
@@ -152,19 +152,19 @@ def reply(data: dict, finish: str = "stop"):
 
 def test_parse_reply_reasons():
     with pytest.raises(Rejected) as exc:
-        pipeline.parse_reply('{"type": "chat", "loc', "length", TeacherScene)
+        records.parse_teacher_json('{"type": "chat", "loc', "length", TeacherScene)
     assert exc.value.reason == "truncated"
     with pytest.raises(Rejected) as exc:
-        pipeline.parse_reply('{"type": "chat",', "stop", TeacherScene)
+        records.parse_teacher_json('{"type": "chat",', "stop", TeacherScene)
     assert exc.value.reason == "invalid_json"
     with pytest.raises(Rejected) as exc:
-        pipeline.parse_reply('{"type": "chat"}', "stop", TeacherScene)
+        records.parse_teacher_json('{"type": "chat"}', "stop", TeacherScene)
     assert exc.value.reason == "schema"
     with pytest.raises(Rejected) as exc:
-        pipeline.parse_reply("  ", "stop", TeacherScene)
+        records.parse_teacher_json("  ", "stop", TeacherScene)
     assert exc.value.reason == "empty_reply"
     # a raw newline inside a string and a lone surrogate escape are accepted and cleaned
-    ok = pipeline.parse_reply(
+    ok = records.parse_teacher_json(
         '{"type": "chat", "location": "Bonn\n1778", "background": "A lesson \\ud800 at night.",'
         ' "people": ["Neefe"]}',
         "stop",
@@ -186,7 +186,7 @@ def _turns(*spec):
 
 def build(beethoven, turns, background="Haydn corrects the exercises."):
     model = TeacherExperience.model_validate({"background": background, "dialogue": turns})
-    return pipeline.build_experience(beethoven, model, _exp_task(), "embedded")
+    return records.build_experience(beethoven, model, _exp_task(), "embedded")
 
 
 def test_experience_is_normalised(beethoven):
@@ -278,7 +278,7 @@ def test_experience_rejections(beethoven, turns, reason):
 
 def test_too_few_turns_fail_the_schema():
     with pytest.raises(Rejected) as exc:
-        pipeline.parse_reply(
+        records.parse_teacher_json(
             json.dumps(
                 {
                     "background": "A short talk here.",
@@ -298,19 +298,19 @@ def test_scene_people_exclude_the_character(beethoven):
         background="Beethoven brings exercises to Haydn.",
         people=["Haydn", "Beethoven", " Haydn "],
     )
-    scene = pipeline.build_scene(beethoven, model, Task("scenes", "s-9", 0, 4), "embedded")
+    scene = records.build_scene(beethoven, model, Task("scenes", "s-9", 0, 4), "embedded")
     assert scene.people == ["Haydn"]
     assert (scene.id, scene.paragraph_id, scene.teacher) == ("s-9", 4, "embedded")
 
 
 def test_near_duplicate_scenes():
     a = "Vienna, 1793. Beethoven brings his counterpoint exercises to Haydn."
-    assert pipeline.similarity(a, a.lower()) == 1.0
+    assert records.similarity(a, a.lower()) == 1.0
     assert (
-        pipeline.similarity(a, "Vienna 1793: Beethoven brings counterpoint exercises to Haydn")
+        records.similarity(a, "Vienna 1793: Beethoven brings counterpoint exercises to Haydn")
         >= 0.7
     )
-    assert pipeline.similarity(a, "Bonn, 1778. His father wakes him at night to practise.") < 0.2
+    assert records.similarity(a, "Bonn, 1778. His father wakes him at night to practise.") < 0.2
 
 
 def test_protective_record(beethoven):
@@ -326,7 +326,7 @@ def test_protective_record(beethoven):
             ),
         }
     )
-    exp = pipeline.build_protective(beethoven, model, Task("protective", "p-1", 0), "embedded")
+    exp = records.build_protective(beethoven, model, Task("protective", "p-1", 0), "embedded")
     assert (exp.kind, exp.topic, exp.id) == ("protective", "the telephone", "p-1")
     Experience.model_validate(exp.model_dump())
 
@@ -524,7 +524,7 @@ def test_scene_people_must_look_like_names(beethoven):
             "in his life and how he made it",
         ],
     )
-    scene = pipeline.build_scene(beethoven, model, Task("scenes", "s-2", 0, 0), "embedded")
+    scene = records.build_scene(beethoven, model, Task("scenes", "s-2", 0, 0), "embedded")
     assert scene.people == []
     # with nobody named, the experience is between the character and a "Visitor"
     task = Task("experiences", "e-2", 0, 0, scene=scene)

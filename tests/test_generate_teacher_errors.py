@@ -27,15 +27,16 @@ def small_teacher() -> LlamaCppBackend:
 def test_an_over_long_prompt_is_a_request_error_of_the_llama_cpp_backend():
     backend = small_teacher()
     with pytest.raises(PromptTooLongError, match="longer than the model's context") as info:
-        backend.chat([{"role": "user", "content": "word " * (2 * SMALL_CTX)}])
+        backend.complete([{"role": "user", "content": "word " * (2 * SMALL_CTX)}])
     assert isinstance(info.value, ModelError) and isinstance(info.value, RequestError)
     assert issubclass(BackendError, RequestError)
     assert not issubclass(ModelError, RequestError)  # a model that cannot load still ends a run
 
 
 @pytest.mark.slow
-def test_generate_goes_on_when_the_llama_cpp_teacher_reports_an_over_long_prompt():
-    options = GenerateOptions(paragraphs=2, scenes=1, protective=1, max_attempts=3)
+@pytest.mark.parametrize("workers", [1, 2], ids=["one call at a time", "batched"])
+def test_generate_goes_on_when_the_llama_cpp_teacher_reports_an_over_long_prompt(workers):
+    options = GenerateOptions(paragraphs=2, scenes=1, protective=1, max_attempts=3, workers=workers)
     generator = Generator(get_profile("beethoven"), options, backend_factory=small_teacher)
     result = generator.run()  # the first over-long prompt used to end the run with an error
     failures = Dataset("beethoven").failures()
@@ -48,3 +49,4 @@ def test_generate_goes_on_when_the_llama_cpp_teacher_reports_an_over_long_prompt
     assert result.failures == {"prompt_too_long": 3}
     assert result.failed_tasks == {"scenes": 2, "experiences": 0, "protective": 1}
     assert not result.complete
+    assert result.workers == workers  # two workers: both decode on the shared batch

@@ -11,7 +11,7 @@ from charlite import characters
 from charlite.cli import cli
 from charlite.experience import grounded
 from charlite.experience.dataset import Dataset
-from charlite.experience.pipeline import check_experience
+from charlite.experience.records import check_experience
 from charlite.knowledge import coverage
 from charlite.train.dataset import load_training_data
 
@@ -165,7 +165,8 @@ def test_coverage_tasks_fill_what_the_dataset_lacks():
 
 
 def test_a_coverage_experience_must_name_the_fact():
-    from charlite.experience.pipeline import GenerateOptions, Generator, Rejected, build_coverage
+    from charlite.experience.pipeline import GenerateOptions, Generator
+    from charlite.experience.records import Rejected, build_coverage
     from charlite.experience.schemas import TeacherExperience
 
     profile = characters.get_profile("beethoven")

@@ -178,11 +178,11 @@ def test_streaming_chat_sends_the_exact_request(ollama_server):
 
 def test_whole_reply_and_json_schema(ollama_server):
     backend = OllamaBackend(parse_spec("ollama:" + MODEL))
-    reply = backend.chat(MESSAGES, GenParams(seed=None))
+    reply = backend.complete(MESSAGES, GenParams(seed=None))
     assert reply.text == "".join(REPLY) and reply.finish_reason == "stop"
     assert (reply.prompt_tokens, reply.completion_tokens) == (12, 3)
     schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 40}}}
-    answer = backend.chat(MESSAGES, PARAMS, schema=schema)
+    answer = backend.complete(MESSAGES, PARAMS, schema=schema)
     assert answer.json() == {"answer": "Bonn"}
     default_options = {"temperature": 0.7, "top_p": 0.95, "num_predict": 256, "repeat_penalty": 1.1}
     assert ollama_server.requests == [
@@ -217,7 +217,7 @@ def test_whole_reply_and_json_schema(ollama_server):
 def test_reply_cut_at_max_tokens_is_truncated(ollama_server):
     ollama_server.done_reason = "length"
     backend = OllamaBackend(parse_spec("ollama:" + MODEL))
-    assert backend.chat(MESSAGES).truncated
+    assert backend.complete(MESSAGES).truncated
     assert list(backend.stream(MESSAGES))[-1].finish_reason == "length"
 
 
@@ -233,7 +233,7 @@ def test_missing_model_is_a_clear_error(ollama_server):
     ):
         list(backend.stream(MESSAGES))
     with pytest.raises(BackendError, match="has no model"):
-        backend.chat(MESSAGES)
+        backend.complete(MESSAGES)
 
 
 def _closed_port() -> int:
@@ -249,7 +249,7 @@ def test_unreachable_server(monkeypatch):
     want = f"cannot reach Ollama at http://127.0.0.1:{port}: is `ollama serve` running?"
     for call in (
         lambda: list(backend.stream(MESSAGES)),
-        lambda: backend.chat(MESSAGES),
+        lambda: backend.complete(MESSAGES),
         backend.list_models,
     ):
         with pytest.raises(BackendError) as info:

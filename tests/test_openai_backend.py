@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from charlite.backends import GenParams, get_backend
 from charlite.backends.openai_compat import OpenAIBackend
 from charlite.cli import cli
-from charlite.errors import BackendError
+from charlite.errors import BackendError, PromptTooLongError, RequestError
 from charlite.history import History
 from charlite.spec import parse_spec
 
@@ -87,7 +87,7 @@ def backend(server):
 
 @pytest.mark.slow
 def test_chat(backend):
-    out = backend.chat(MESSAGES, GREEDY)
+    out = backend.complete(MESSAGES, GREEDY)
     assert out.text.strip()
     assert out.finish_reason in ("stop", "length")
     assert out.prompt_tokens and out.prompt_tokens > 10
@@ -102,18 +102,20 @@ def test_stream_matches_chat_when_greedy(backend):
     assert all(d.finish_reason is None for d in deltas[:-1])
     streamed = "".join(d.text for d in deltas)
     assert streamed.strip()
-    assert streamed == backend.chat(MESSAGES, GREEDY).text
+    assert streamed == backend.complete(MESSAGES, GREEDY).text
 
 
 @pytest.mark.slow
 def test_stop_strings(backend):
     params = GREEDY.with_(max_tokens=40, stop=(".", "\n"))
-    out = backend.chat([{"role": "user", "content": "Write two sentences about Vienna."}], params)
+    out = backend.complete(
+        [{"role": "user", "content": "Write two sentences about Vienna."}], params
+    )
     assert "." not in out.text and "\n" not in out.text
 
 
 @pytest.mark.slow
-def test_chat_json_schema(backend):
+def test_complete_with_a_schema(backend):
     schema = {
         "type": "object",
         "properties": {
@@ -127,7 +129,7 @@ def test_chat_json_schema(backend):
     msgs = [{"role": "user", "content": "Give a composer and the year of his birth as JSON."}]
     # the schema bounds every value; 200 tokens leave room for the whitespace the grammar allows,
     # however a machine's greedy decoding fills it
-    out = backend.chat_json(msgs, schema, GREEDY.with_(max_tokens=200, repeat_penalty=1.2))
+    out = backend.complete(msgs, GREEDY.with_(max_tokens=200, repeat_penalty=1.2), schema)
     assert not out.truncated, out.text
     data = out.json()
     assert set(data) == {"name", "year", "tags"}
@@ -136,15 +138,23 @@ def test_chat_json_schema(backend):
     assert isinstance(data["tags"], list) and len(data["tags"]) <= 2
     # llama-cpp-python's server refuses OpenAI's json_schema form; the backend fell back
     assert backend._json_object_only
-    again = backend.chat(msgs, GREEDY.with_(max_tokens=80, repeat_penalty=1.2), schema=schema)
+    again = backend.complete(msgs, GREEDY.with_(max_tokens=80, repeat_penalty=1.2), schema=schema)
     assert set(again.json()) == {"name", "year", "tags"}
 
 
 @pytest.mark.slow
 def test_server_error_is_a_backend_error(backend):
     with pytest.raises(BackendError) as info:
-        backend.chat([{"role": "wizard", "content": "hi"}], GREEDY)
+        backend.complete([{"role": "wizard", "content": "hi"}], GREEDY)
     assert "answered" in str(info.value) and backend.base_url in str(info.value)
+
+
+@pytest.mark.slow
+def test_an_over_long_prompt_is_the_same_error_as_with_llama_cpp(backend):
+    # the server's context is 2048 tokens: the same typed error as the in-process backend
+    with pytest.raises(PromptTooLongError, match="answered 400") as info:
+        backend.complete([{"role": "user", "content": "word " * 3000}], GREEDY)
+    assert isinstance(info.value, RequestError) and not isinstance(info.value, BackendError)
 
 
 @pytest.mark.slow
@@ -171,17 +181,17 @@ def test_cli_chat_through_the_server(server, charlite_home):
 # No server
 
 
-@pytest.mark.parametrize("call", ["chat", "stream", "chat_json"])
+@pytest.mark.parametrize("call", ["complete", "stream", "complete with a schema"])
 def test_connection_failure_is_one_line(call):
     port = _free_port()  # nothing listens there
     b = OpenAIBackend(parse_spec(f"openai:x@http://127.0.0.1:{port}/v1"), timeout=5)
     with pytest.raises(BackendError) as info:
-        if call == "chat":
-            b.chat(MESSAGES)
+        if call == "complete":
+            b.complete(MESSAGES)
         elif call == "stream":
             list(b.stream(MESSAGES))
         else:
-            b.chat_json(MESSAGES, {"type": "object"})
+            b.complete(MESSAGES, schema={"type": "object"})
     message = str(info.value)
     assert message == (
         f"cannot reach the OpenAI-compatible server at http://127.0.0.1:{port}/v1 (ConnectError); "

@@ -92,14 +92,14 @@ def test_turn_with_kv_reuse_equals_fresh_evaluation(beethoven):
     backend = _backend()
     session = _session(beethoven, backend, use_persona_cache=False)
     session.reply("Good day to you.")
-    before = backend.llm._charlite_evaluated
+    before = backend.llm.evaluated
     reused = session.reply(QUESTION)
-    evaluated = backend.llm._charlite_evaluated - before
+    evaluated = backend.llm.evaluated - before
     messages = session.messages()[:-1]  # the prompt of the second turn
     assert evaluated < len(backend.prompt_tokens(messages)) // 2  # only the new part was evaluated
 
     backend.llm.reset()  # fresh evaluation of the very same prompt
-    fresh = backend.chat(messages, GREEDY).text
+    fresh = backend.complete(messages, GREEDY).text
     assert reused == fresh
 
 
@@ -109,15 +109,15 @@ def test_switch_swaps_adapter_and_matches_a_fresh_load(beethoven, random_adapter
 
     first, second = random_adapters
     shared = _backend(lora=first)
-    one = shared.chat([{"role": "user", "content": QUESTION}], GREEDY).text
+    one = shared.complete([{"role": "user", "content": QUESTION}], GREEDY).text
     shared.set_adapter(second)
-    swapped = shared.chat([{"role": "user", "content": QUESTION}], GREEDY).text
+    swapped = shared.complete([{"role": "user", "content": QUESTION}], GREEDY).text
     shared.set_adapter(None)
-    plain = shared.chat([{"role": "user", "content": QUESTION}], GREEDY).text
+    plain = shared.complete([{"role": "user", "content": QUESTION}], GREEDY).text
     assert len({one, swapped, plain}) == 3, (one, swapped, plain)  # each adapter changes output
 
     llamacpp.unload_all()  # a fresh load of base + second adapter
-    fresh = _backend(lora=second).chat([{"role": "user", "content": QUESTION}], GREEDY).text
+    fresh = _backend(lora=second).complete([{"role": "user", "content": QUESTION}], GREEDY).text
     assert swapped == fresh
 
 

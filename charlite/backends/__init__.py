@@ -1,7 +1,7 @@
 """One interface over llama.cpp, Ollama and OpenAI-compatible servers.
 
 >>> from charlite.spec import parse_spec
->>> # get_backend(parse_spec("embedded")).chat([{"role": "user", "content": "Hi"}]).text
+>>> # get_backend(parse_spec("embedded")).complete([{"role": "user", "content": "Hi"}]).text
 """
 
 from __future__ import annotations

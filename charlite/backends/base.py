@@ -6,6 +6,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from charlite.spec import ModelSpec
@@ -60,35 +61,26 @@ class Completion:
 
 
 class Backend(ABC):
-    """A model that answers chat messages."""
+    """A model that answers chat messages: :meth:`complete` for the whole reply, :meth:`stream`
+    for it piece by piece. A failed request raises a
+    :class:`~charlite.errors.RequestError` whatever the transport."""
 
     spec: ModelSpec
     n_ctx: int = 4096
 
     @abstractmethod
-    def stream(self, messages: Messages, params: GenParams | None = None) -> Iterator[Delta]:
-        """Yield the reply piece by piece."""
-
-    def chat(
+    def complete(
         self,
         messages: Messages,
         params: GenParams | None = None,
         schema: dict[str, Any] | None = None,
     ) -> Completion:
-        """The whole reply; with ``schema``, output constrained to that JSON schema."""
-        if schema is not None:
-            return self.chat_json(messages, schema, params)
-        text, reason = [], None
-        for delta in self.stream(messages, params):
-            text.append(delta.text)
-            reason = delta.finish_reason or reason
-        return Completion("".join(text), reason)
+        """The whole reply; with ``schema``, output constrained to that JSON schema (check
+        ``truncated`` before parsing)."""
 
     @abstractmethod
-    def chat_json(
-        self, messages: Messages, schema: dict[str, Any], params: GenParams | None = None
-    ) -> Completion:
-        """A reply constrained to ``schema`` (check ``truncated`` before parsing)."""
+    def stream(self, messages: Messages, params: GenParams | None = None) -> Iterator[Delta]:
+        """Yield the reply piece by piece."""
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text``; a rough estimate where the backend has no tokenizer."""
@@ -102,11 +94,34 @@ class Backend(ABC):
 
 
 @runtime_checkable
+class LocalModel(Protocol):
+    """A model file loaded in this process (llama.cpp): what only a local model can do."""
+
+    path: Path
+    """The model file."""
+    lora: Path | None
+    """The adapter applied now, or None."""
+
+    def prime(self, system: str, cache: Any = None) -> str:
+        """Evaluate (or restore from ``cache``) the tokens every conversation with ``system``
+        starts with: "warm", "restored" or "evaluated"."""
+        ...
+
+    def set_adapter(self, lora: Path | None) -> None:
+        """Apply ``lora`` (an adapter for this model) from now on, or none, without a reload."""
+        ...
+
+    def prompt_tokens(self, messages: Messages) -> list[int]:
+        """The tokens the model evaluates for ``messages`` (with the generation prompt)."""
+        ...
+
+
+@runtime_checkable
 class Batching(Protocol):
     """A backend that decodes many requests together on one loaded model (llama.cpp).
 
-    After :meth:`enable_batching`, ``chat``, ``stream`` and ``chat_json`` calls from several
-    threads share decode steps instead of waiting for each other.
+    After :meth:`enable_batching`, ``complete`` and ``stream`` calls from several threads share
+    decode steps instead of waiting for each other.
     """
 
     def enable_batching(self, parallel: int | None = None) -> int:

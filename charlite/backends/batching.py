@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from charlite.backends.base import Completion, Delta, GenParams
-from charlite.errors import CharliteError, ModelError
+from charlite.errors import CharliteError, ContextFullError, ModelError, PromptTooLongError
 
 ENV_PARALLEL = "CHARLITE_PARALLEL"
 DEFAULT_MAX_PARALLEL = 4  # llama.cpp's server default; beyond it a CPU gains little
@@ -418,7 +418,7 @@ class BatchEngine:
             return
         if len(tokens) >= self.n_ctx_seq:
             handle._put(
-                ModelError(
+                PromptTooLongError(
                     f"the prompt ({len(tokens)} tokens) is longer than the model's context "
                     f"({self.n_ctx_seq} tokens per sequence)",
                     hint="send a shorter prompt",
@@ -561,7 +561,7 @@ class BatchEngine:
             slot = max(slots, key=lambda s: s.pos)
             self._finish(
                 slot,
-                error=ModelError(
+                error=ContextFullError(
                     f"the context is full ({self.n_ctx} tokens shared by {self.parallel} "
                     "sequences): this request did not fit",
                     hint=f"retry it, or set {ENV_PARALLEL} lower",

@@ -6,23 +6,30 @@ own chat template renders the messages. Native logging is silenced unless verbos
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
+import functools
+import json
 import os
+import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import charlite.backends.batching as batching
 from charlite import settings
 from charlite.backends.base import DEFAULT_CTX, Backend, Completion, Delta, GenParams, Messages
-from charlite.errors import ModelError, PromptTooLongError
+from charlite.errors import CharliteError, ModelError, PromptTooLongError, RequestError
 from charlite.gguf import check_adapter_matches_base, check_gguf
+from charlite.persona_cache import cache_key
 from charlite.spec import ModelSpec
 
 STASH_ENTRIES = 4  # adapters whose evaluated state is kept across hot-swaps
 STASH_MAX_BYTES = 256 * 1024**2
-_LOADED: dict[tuple, Any] = {}
+_LOADED: dict[tuple, LoadedModel] = {}
 _LOCK = threading.Lock()
 
 
@@ -32,8 +39,6 @@ def quiet_native(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    import sys
-
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -78,10 +83,67 @@ def default_threads() -> int:
     return settings.value("threads") or max(1, os.cpu_count() or 2)
 
 
+@functools.cache
+def _counting_llama() -> type:
+    """``llama_cpp.Llama`` that counts the tokens it evaluates (made on first use: llama_cpp
+    is imported only when a local model is loaded)."""
+    import llama_cpp
+
+    class CountingLlama(llama_cpp.Llama):
+        """A ``Llama`` whose ``evaluated`` says how many tokens went through ``eval`` (the
+        benchmarks and tests of KV reuse read it)."""
+
+        evaluated = 0
+
+        def eval(self, tokens):
+            self.evaluated += len(tokens)
+            return super().eval(tokens)
+
+    return CountingLlama
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One loaded GGUF and what charlite keeps beside it, shared by every backend over it."""
+
+    llm: Any
+    """The ``llama_cpp.Llama`` (a :func:`_counting_llama`)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held while one call generates on the shared context."""
+    adapters: dict[str, Any] = field(default_factory=dict)
+    """Adapter path -> llama.cpp adapter handle, loaded once."""
+    active: str | None = None
+    """The adapter applied on the context now (its path), or None."""
+    stash: dict[str | None, tuple[list[int], bytes]] = field(default_factory=dict)
+    """Adapter -> (tokens, state) evaluated under it, kept across hot-swaps."""
+    engine: Any = None
+    """The :class:`~charlite.backends.batching.BatchEngine` once batching is enabled."""
+
+    def free_adapters(self) -> None:
+        import llama_cpp
+
+        with contextlib.suppress(Exception):
+            llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
+        for adapter in self.adapters.values():
+            with contextlib.suppress(Exception):
+                llama_cpp.llama_adapter_lora_free(adapter)
+        self.adapters.clear()
+        self.active = None
+        self.stash.clear()
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+        self.free_adapters()
+        with contextlib.suppress(Exception):
+            self.llm.close()
+
+
 def load_llama(
     path: Path, n_ctx: int = DEFAULT_CTX, verbose: bool = False, n_threads: int | None = None
-):
-    """A cached ``llama_cpp.Llama`` for this file, checked before llama.cpp opens it.
+) -> LoadedModel:
+    """A cached loaded model for this file, checked before llama.cpp opens it.
 
     Adapters are not part of the load: they are applied per backend with
     :meth:`LlamaCppBackend.set_adapter`, so characters sharing a base share one loaded model.
@@ -97,67 +159,41 @@ def load_llama(
         if key in _LOADED:
             return _LOADED[key]
         try:
-            import llama_cpp
+            llama_class = _counting_llama()
         except ImportError as exc:  # pragma: no cover - a broken install
             raise ModelError(
                 f"llama-cpp-python is not importable: {exc}", hint="pip install llama-cpp-python"
             ) from None
         if not verbose:
             _silence_llama_log()
-        kwargs: dict[str, Any] = {
-            "model_path": str(path),
-            "n_ctx": n_ctx,
-            "verbose": verbose,
-            "n_threads": n_threads or default_threads(),
-        }
         try:
             with quiet_native(not verbose):
-                llm = llama_cpp.Llama(**kwargs)
+                llm = llama_class(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    verbose=verbose,
+                    n_threads=n_threads or default_threads(),
+                )
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp could not load {path}: {exc}") from None
-        _instrument(llm)
-        _LOADED[key] = llm
-        return llm
-
-
-def _instrument(llm) -> None:
-    """Count evaluated tokens (benchmarks read ``llm._charlite_evaluated``) and track adapters."""
-    llm._charlite_evaluated = 0
-    llm._charlite_adapters = {}  # path -> llama_adapter_lora_p
-    llm._charlite_active = None  # path of the active adapter, or None
-    original = llm.eval
-
-    def counting_eval(tokens):
-        llm._charlite_evaluated += len(tokens)
-        return original(tokens)
-
-    llm.eval = counting_eval
+        _LOADED[key] = LoadedModel(llm)
+        return _LOADED[key]
 
 
 def unload_all() -> None:
     with _LOCK:
-        for llm in _LOADED.values():
-            engine = getattr(llm, "_charlite_engine", None)
-            if engine is not None:
-                engine.close()
-                llm._charlite_engine = None
-            _free_adapters(llm)
-            with contextlib.suppress(Exception):
-                llm.close()
+        for loaded in _LOADED.values():
+            loaded.close()
         _LOADED.clear()
 
 
-def _free_adapters(llm) -> None:
-    import llama_cpp
-
-    with contextlib.suppress(Exception):
-        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
-    for adapter in llm._charlite_adapters.values():
-        with contextlib.suppress(Exception):
-            llama_cpp.llama_adapter_lora_free(adapter)
-    llm._charlite_adapters.clear()
-    llm._charlite_active = None
-    llm.__dict__.pop("_charlite_stash", None)
+@atexit.register
+def _unload_at_exit() -> None:
+    """Free the models while llama_cpp can still do it, not from ``Llama.__del__`` once the
+    interpreter has torn its modules down; never wait long on a thread still loading one."""
+    if _LOCK.acquire(timeout=2):
+        _LOCK.release()
+        unload_all()
 
 
 class LlamaCppBackend(Backend):
@@ -179,7 +215,8 @@ class LlamaCppBackend(Backend):
         self.spec = spec
         self.path = Path(path) if path else spec.gguf_path()
         self.verbose = verbose
-        self.llm = load_llama(self.path, n_ctx, verbose)
+        self.loaded = load_llama(self.path, n_ctx, verbose)
+        self.llm = self.loaded.llm
         self.n_ctx = self.llm.n_ctx()
         self.lora: Path | None = None
         self.set_adapter(lora)
@@ -201,7 +238,7 @@ class LlamaCppBackend(Backend):
     def _adapter_handle(self, lora: Path):
         import llama_cpp
 
-        handles = self.llm._charlite_adapters
+        handles = self.loaded.adapters
         if str(lora) not in handles:
             with quiet_native(not self.verbose):
                 handle = llama_cpp.llama_adapter_lora_init(
@@ -214,12 +251,10 @@ class LlamaCppBackend(Backend):
 
     def _activate(self) -> None:
         """Make this backend's adapter the one applied on the shared context."""
-        import ctypes
-
         import llama_cpp
 
         want = str(self.lora) if self.lora else None
-        if self.llm._charlite_active == want:
+        if self.loaded.active == want:
             return
         self._stash_kv()
         if want is None:
@@ -230,7 +265,7 @@ class LlamaCppBackend(Backend):
             rc = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, arr, 1, scales)
         if rc:
             raise ModelError(f"llama.cpp could not apply the adapter {want}")
-        self.llm._charlite_active = want
+        self.loaded.active = want
         self.llm.reset()  # the cached KV was computed with other weights
         self._unstash_kv(want)
 
@@ -243,8 +278,8 @@ class LlamaCppBackend(Backend):
         n = int(self.llm.n_tokens)
         if not n:
             return
-        stash = self.llm.__dict__.setdefault("_charlite_stash", {})
-        key = self.llm._charlite_active
+        stash = self.loaded.stash
+        key = self.loaded.active
         stash.pop(key, None)
         state = self._state_bytes()
         if len(state) > STASH_MAX_BYTES:
@@ -256,7 +291,7 @@ class LlamaCppBackend(Backend):
             stash.pop(next(iter(stash)))
 
     def _unstash_kv(self, key: str | None) -> None:
-        entry = self.llm.__dict__.get("_charlite_stash", {}).pop(key, None)
+        entry = self.loaded.stash.pop(key, None)
         if entry is not None:
             self._restore(*entry)
 
@@ -277,7 +312,7 @@ class LlamaCppBackend(Backend):
         if self._engine is not None:
             yield from self.submit(messages, params)
             return
-        with self._gen_lock, _too_long_is_model_error(self.n_ctx):
+        with self._gen_lock, _request_errors(self.n_ctx):
             self._activate()
             chunks = self.llm.create_chat_completion(
                 messages=list(messages), stream=True, **self._kwargs(params)
@@ -289,26 +324,15 @@ class LlamaCppBackend(Backend):
                 if text or reason:
                     yield Delta(text, reason)
 
-    def chat(self, messages, params=None, schema=None) -> Completion:
-        if schema is not None:
-            return self.chat_json(messages, schema, params)
-        if self._engine is not None:
-            return self.submit(messages, params).result()
-        with self._gen_lock, _too_long_is_model_error(self.n_ctx):
-            self._activate()
-            out = self.llm.create_chat_completion(messages=list(messages), **self._kwargs(params))
-        return _completion(out)
-
-    def chat_json(self, messages, schema, params=None) -> Completion:
+    def complete(self, messages, params=None, schema=None) -> Completion:
         if self._engine is not None:
             return self.submit(messages, params, schema).result()
-        with self._gen_lock, _too_long_is_model_error(self.n_ctx):
+        kwargs = self._kwargs(params)
+        if schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        with self._gen_lock, _request_errors(self.n_ctx):
             self._activate()
-            out = self.llm.create_chat_completion(
-                messages=list(messages),
-                response_format={"type": "json_object", "schema": schema},
-                **self._kwargs(params),
-            )
+            out = self.llm.create_chat_completion(messages=list(messages), **kwargs)
         return _completion(out)
 
     # -- continuous batching (charlite.backends.batching) ----------------------------------------
@@ -320,7 +344,7 @@ class LlamaCppBackend(Backend):
         :func:`~charlite.backends.batching.parallel_setting` (``CHARLITE_PARALLEL``).
         """
         with _LOCK:
-            engine = getattr(self.llm, "_charlite_engine", None)
+            engine = self.loaded.engine
             if parallel is None:
                 if engine is not None:
                     return engine
@@ -332,7 +356,7 @@ class LlamaCppBackend(Backend):
             engine = batching.BatchEngine(
                 self.llm, parallel, self.n_ctx, n_threads=self.llm.context_params.n_threads
             )
-            self.llm._charlite_engine = engine
+            self.loaded.engine = engine
             return engine
 
     def parallel_setting(self) -> tuple[int, str]:
@@ -341,7 +365,7 @@ class LlamaCppBackend(Backend):
         return batching.parallel_setting(self.n_ctx, per_token)
 
     def enable_batching(self, parallel: int | None = None) -> int:
-        """Route chat, stream and chat_json through the shared batch from now on.
+        """Route complete and stream through the shared batch from now on.
 
         Calls from several threads then decode together instead of one after another. Returns
         the number of parallel sequences.
@@ -372,8 +396,6 @@ class LlamaCppBackend(Backend):
         Each item is a :class:`Completion`, or the :class:`CharliteError` of a request that
         failed (a prompt that does not fit), so one bad request does not sink the others.
         """
-        from charlite.errors import CharliteError
-
         handles = []
         for messages, params, schema in requests:
             try:
@@ -402,8 +424,6 @@ class LlamaCppBackend(Backend):
         return self._prefix_lens[system]
 
     def _grammar(self, schema: dict) -> str:
-        import json
-
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
             self._grammars[key] = batching.schema_grammar(schema)
@@ -411,10 +431,7 @@ class LlamaCppBackend(Backend):
 
     @property
     def _gen_lock(self) -> threading.Lock:
-        lock = getattr(self.llm, "_charlite_lock", None)
-        if lock is None:
-            lock = self.llm._charlite_lock = threading.Lock()
-        return lock
+        return self.loaded.lock
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -474,8 +491,6 @@ class LlamaCppBackend(Backend):
                 return "warm"
             key = None
             if cache is not None:
-                from charlite.persona_cache import cache_key
-
                 key = cache_key(self.path, self.lora, prefix)
                 entry = cache.load(key)
                 if entry is not None and entry.tokens == prefix:
@@ -488,8 +503,6 @@ class LlamaCppBackend(Backend):
             return "evaluated"
 
     def _state_bytes(self) -> bytes:
-        import ctypes
-
         import llama_cpp
 
         ctx = self.llm._ctx.ctx
@@ -499,8 +512,6 @@ class LlamaCppBackend(Backend):
         return bytes(buf[: int(n)])
 
     def _restore(self, tokens: list[int], state: bytes) -> bool:
-        import ctypes
-
         import llama_cpp
         import numpy as np
 
@@ -520,17 +531,23 @@ class LlamaCppBackend(Backend):
 
 
 @contextlib.contextmanager
-def _too_long_is_model_error(n_ctx: int) -> Iterator[None]:
-    """llama-cpp-python raises a bare ValueError for a prompt longer than the context."""
+def _request_errors(n_ctx: int) -> Iterator[None]:
+    """What llama-cpp-python raises for one request, as the typed errors of every backend.
+
+    A prompt longer than the context is a bare ValueError there; a failed decode a
+    RuntimeError. Both fail this request only (:class:`~charlite.errors.RequestError`).
+    """
     try:
         yield
     except ValueError as exc:
-        if "exceed context window" in str(exc) or "context window" in str(exc):
+        if "context window" in str(exc):
             raise PromptTooLongError(
                 f"the prompt is longer than the model's context ({n_ctx} tokens)",
                 hint="send a shorter message",
             ) from None
         raise
+    except RuntimeError as exc:
+        raise RequestError(f"llama.cpp failed on this request: {exc}") from None
 
 
 def _completion(out: dict) -> Completion:

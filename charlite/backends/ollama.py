@@ -111,15 +111,7 @@ class OllamaBackend(Backend):
         except (self._ollama.ResponseError, ConnectionError, httpx.HTTPError) as exc:
             raise self._error(exc) from None
 
-    def chat(self, messages, params=None, schema=None) -> Completion:
-        return self._complete(messages, params, schema)
-
-    def chat_json(self, messages, schema, params=None) -> Completion:
-        return self._complete(messages, params, schema)
-
-    def _complete(
-        self, messages: Messages, params: GenParams | None, schema: dict | None
-    ) -> Completion:
+    def complete(self, messages, params=None, schema=None) -> Completion:
         kwargs: dict[str, Any] = {
             "stream": False,
             "options": self.options(params),

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
 from charlite.backends.base import Backend, Completion, Delta, GenParams, Messages
-from charlite.errors import BackendError
+from charlite.errors import BackendError, PromptTooLongError
 from charlite.spec import ModelSpec
+
+_TOO_LONG = re.compile(r"context window|context length|context_length_exceeded", re.I)
+"""How llama.cpp's, vLLM's and OpenAI's servers say a prompt is longer than the context."""
 
 
 class OpenAIBackend(Backend):
@@ -65,7 +69,10 @@ class OpenAIBackend(Backend):
                 detail = detail.get("message") if isinstance(detail, dict) else detail
             except Exception:
                 detail = resp.text[:200]
-            raise BackendError(f"{self.base_url} answered {resp.status_code}: {detail}")
+            message = f"{self.base_url} answered {resp.status_code}: {detail}"
+            if resp.status_code == 400 and _TOO_LONG.search(str(detail)):
+                raise PromptTooLongError(message, hint="send a shorter message")
+            raise BackendError(message)
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -118,25 +125,23 @@ class OpenAIBackend(Backend):
             hint="see the server's log",
         )
 
-    def chat(self, messages, params=None, schema=None) -> Completion:
-        if schema is not None:
-            return self.chat_json(messages, schema, params)
-        return _completion(self._post(self._body(messages, params)))
-
-    def chat_json(self, messages, schema, params=None) -> Completion:
-        """OpenAI's ``json_schema`` format; servers that refuse it (llama-cpp-python's) get the
-        ``json_object`` + ``schema`` form instead, remembered for the next calls."""
+    def complete(self, messages, params=None, schema=None) -> Completion:
+        """The whole reply. With ``schema``, OpenAI's ``json_schema`` format; a server that
+        refuses it (llama-cpp-python's) gets the ``json_object`` + ``schema`` form instead,
+        remembered for the next calls."""
+        if schema is None:
+            return _completion(self._post(self._body(messages, params)))
+        fallback = {"type": "json_object", "schema": schema}
+        if self._json_object_only:
+            return _completion(self._post(self._body(messages, params, response_format=fallback)))
         standard = {
             "type": "json_schema",
             "json_schema": {"name": "record", "schema": schema, "strict": True},
         }
-        fallback = {"type": "json_object", "schema": schema}
-        if self._json_object_only:
-            return _completion(self._post(self._body(messages, params, response_format=fallback)))
         try:
             out = self._post(self._body(messages, params, response_format=standard))
         except BackendError as exc:
-            if "answered" not in exc.message or "json_schema" not in exc.message:
+            if not _refuses_json_schema(exc.message):
                 raise
             self._json_object_only = True
             out = self._post(self._body(messages, params, response_format=fallback))
@@ -144,6 +149,11 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _refuses_json_schema(message: str) -> bool:
+    """Whether a server's error answer is about OpenAI's ``json_schema`` response format."""
+    return "answered" in message and ("json_schema" in message or "response_format" in message)
 
 
 def _loads(data: str) -> Any:

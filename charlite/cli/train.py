@@ -100,7 +100,9 @@ def train(
             config = TrainConfig(**load_run(name, resume).manifest["config"])
         _print_config(config)
         return
-    run = train_character(name, config, run_id=run_id, resume=resume, reporter=RichTrainingReporter())
+    run = train_character(
+        name, config, run_id=run_id, resume=resume, reporter=RichTrainingReporter()
+    )
     _report(run)
 
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from charlite import roleplay
+from charlite import characters, roleplay
 from charlite.backends.batching import concurrency, ordered_map
-from charlite.errors import BackendError, DataError
+from charlite.errors import DataError, RequestError
 from charlite.eval import checks as C
-from charlite.eval.judge import MULTI_DIMENSIONS, SINGLE_DIMENSIONS, Judge
+from charlite.eval.interview import now_iso
+from charlite.eval.judge import MULTI_DIMENSIONS, SINGLE_DIMENSIONS, Judge, Judgement
 from charlite.eval.question_bank import FACTS_TOPIC
 from charlite.eval.results import Item, Results, infer_character, load_results
 from charlite.eval.stats import group_stats, summarize
@@ -57,8 +58,6 @@ class EvalInput:
 
 def prepare(paths: list[Path], character: str | None = None) -> list[EvalInput]:
     """Load every results file and find its character."""
-    from charlite import characters
-
     if not paths:
         raise DataError("no results files given", hint="charlite eval RESULTS.json [MORE.json …]")
     given = characters.get_profile(character) if character else None
@@ -175,6 +174,46 @@ def planned_judgements(
     ]
 
 
+Planned = tuple[EvalInput, Item, str]
+"""One judgement to make: (file, item, dimension)."""
+
+
+def _identity(entry: Planned, judge: Judge) -> dict[str, Any]:
+    """What names a judgement in ``scores.jsonl``: file, reply, dimension, judge."""
+    inp, item, dim = entry
+    return {
+        "path": str(inp.results.path.resolve()),
+        "item_key": item.key(),
+        "dimension": dim,
+        "judge": judge.spec,
+    }
+
+
+def _score_record(entry: Planned, base: dict[str, Any], j: Judgement) -> dict[str, Any]:
+    """The line ``scores.jsonl`` keeps for one new judgement."""
+    inp, item, _dim = entry
+    rec = {
+        "format": SCORES_FORMAT,
+        "file": inp.label,
+        **base,
+        "character": inp.profile.slug,
+        "model": inp.results.model,
+        "item": item.index,
+        "topic_id": item.topic_id,
+        "question": item.question,
+        "score": j.score,
+        "status": j.status,
+        "reasoning": j.reasoning,
+        "attempts": j.attempts,
+        "errors": j.errors,
+        "seconds": j.seconds,
+        "at": now_iso(),
+    }
+    if j.score is None:
+        rec["raw"] = j.raw
+    return rec
+
+
 def judge_all(
     inputs: list[EvalInput],
     judge: Judge,
@@ -185,82 +224,48 @@ def judge_all(
 ) -> JudgeRun:
     """Judge every planned (file, item, dimension) not already in ``scores_path``.
 
-    An unreachable judge raises :class:`BackendError` saying how many judgements are kept.
+    A request that fails for good (an unreachable judge) raises the same
+    :class:`~charlite.errors.RequestError` type, saying how many judgements are kept.
     """
-    from charlite.eval.interview import now_iso
-
     run = JudgeRun(Path(scores_path))
-    existing: dict[tuple, dict[str, Any]] = {}
-    for rec in read_jsonl(run.path):
-        existing[_key(rec)] = rec  # the last record of a key wins
+    existing = {_key(rec): rec for rec in read_jsonl(run.path)}  # the last record of a key wins
     plan = planned_judgements(inputs, limit)
-    total = len(plan)
-    done = 0
     if progress:
-        progress(done, total)
+        progress(0, len(plan))
+
+    def judged(entry: Planned) -> tuple[dict[str, Any], dict[str, Any] | None, Judgement | None]:
+        inp, item, dim = entry
+        base = _identity(entry, judge)
+        old = existing.get(_key(base))
+        if old is not None:
+            return base, old, None
+        transcript = item.transcript(inp.results.interviewer)
+        j = judge.judge(inp.profile, inp.setting, transcript, dim, seed_offset=item.index)
+        return base, None, j
+
     writer: JsonlWriter | None = None
     try:
-
-        def judged(entry: tuple[EvalInput, Item, str]):
-            inp, item, dim = entry
-            base = {
-                "path": str(inp.results.path.resolve()),
-                "item_key": item.key(),
-                "dimension": dim,
-                "judge": judge.spec,
-            }
-            old = existing.get(_key(base))
-            if old is not None:
-                return base, old, None
-            j = judge.judge(
-                inp.profile,
-                inp.setting,
-                item.transcript(inp.results.interviewer),
-                dim,
-                seed_offset=item.index,
-            )
-            return base, None, j
-
         # several replies and dimensions judged at once (a local judge decodes them together)
-        workers = concurrency(judge.backend)
-        for (inp, item, _dim), (base, old, j) in zip(plan, ordered_map(judged, plan, workers)):
+        results = ordered_map(judged, plan, concurrency(judge.backend))
+        for done, (entry, (base, old, j)) in enumerate(zip(plan, results), 1):
             if old is not None:
-                run.records.append({**old, "file": inp.label})
+                run.records.append({**old, "file": entry[0].label})
                 run.reused += 1
             else:
-                rec = {
-                    "format": SCORES_FORMAT,
-                    "file": inp.label,
-                    **base,
-                    "character": inp.profile.slug,
-                    "model": inp.results.model,
-                    "item": item.index,
-                    "topic_id": item.topic_id,
-                    "question": item.question,
-                    "score": j.score,
-                    "status": j.status,
-                    "reasoning": j.reasoning,
-                    "attempts": j.attempts,
-                    "errors": j.errors,
-                    "seconds": j.seconds,
-                    "at": now_iso(),
-                }
-                if j.score is None:
-                    rec["raw"] = j.raw
-                if writer is None:
-                    writer = JsonlWriter(run.path)
+                assert j is not None
+                rec = _score_record(entry, base, j)
+                writer = writer or JsonlWriter(run.path)
                 writer.write(rec)
                 run.records.append(rec)
                 run.new += 1
-            done += 1
             if progress:
-                progress(done, total)
-    except BackendError as exc:
+                progress(done, len(plan))
+    except RequestError as exc:
         if writer is not None:
             writer.close()
             writer = None
         kept = len(read_jsonl(run.path))
-        raise BackendError(
+        raise type(exc)(
             f"the judge failed: {exc.message}; {kept} judgements are kept in {run.path}",
             hint=exc.hint or "rerun the same command to continue",
         ) from None

@@ -143,7 +143,7 @@ def answer(
             recalled=recalled,
         )
         seed = None if params.seed is None else params.seed + attempt
-        completion = backend.chat(fitted.messages, params.with_(seed=seed))
+        completion = backend.complete(fitted.messages, params.with_(seed=seed))
         result.raw.append(completion.text)
         result.finish_reason = completion.finish_reason
         result.tokens += completion.completion_tokens or 0
@@ -260,7 +260,7 @@ class Interviewer:
             {"role": "system", "content": INTERVIEWER_SYSTEM},
             {"role": "user", "content": prompt},
         ]
-        completion = self.backend.chat(messages, self.params.with_(seed=seed))
+        completion = self.backend.complete(messages, self.params.with_(seed=seed))
         question = self.clean(completion.text)
         if question and question.lower() not in {a.lower() for a in asked}:
             return {"question": question, "source": "model", "reask_of": None}

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from charlite.backends.base import Backend, GenParams
-from charlite.errors import BackendError
+from charlite.errors import BackendError, PromptTooLongError, RequestError
+from charlite.roleplay import relevant_paragraphs
 
 SINGLE_DIMENSIONS = ("memorization", "values", "personality", "hallucination")
 MULTI_DIMENSIONS = SINGLE_DIMENSIONS + ("stability",)
@@ -288,10 +289,8 @@ class Judge:
         self, profile, setting: dict[str, str], interaction: list[str], dimension: str
     ) -> list[dict[str, str]]:
         """The judge's prompt, shrunk to fit the judge's context window."""
-        from charlite.roleplay import relevant_paragraphs
-
         criterion = CRITERIA[dimension]
-        n_ctx = getattr(self.backend, "n_ctx", 4096) or 4096
+        n_ctx = self.backend.n_ctx or 4096
         budget = n_ctx - self.params.max_tokens - 48
         query = " ".join(interaction)[:2000]
         chars_for_profile, chars_for_interaction = 2400, 2400
@@ -325,7 +324,8 @@ class Judge:
         *,
         seed_offset: int = 0,
     ) -> Judgement:
-        """One judgement. :class:`BackendError` (judge unreachable) is raised, not retried."""
+        """One judgement. :class:`BackendError` (judge unreachable) is raised, not retried; any
+        other failed request (:class:`RequestError`) is one failed attempt."""
         messages = self.messages(profile, setting, interaction, dimension)
         result = Judgement(dimension, None)
         start = time.perf_counter()
@@ -336,10 +336,13 @@ class Judge:
             )
             result.attempts = attempt + 1
             try:
-                completion = self.backend.chat(messages, params, schema=self.schema)
+                completion = self.backend.complete(messages, params, schema=self.schema)
             except BackendError:
                 raise
-            except (ValueError, RuntimeError) as exc:  # a local model that fails this prompt
+            except PromptTooLongError as exc:  # another seed cannot make the prompt fit
+                result.errors.append(f"backend: {exc}"[:200])
+                break
+            except RequestError as exc:  # a local model that fails this prompt
                 result.errors.append(f"backend: {exc}"[:200])
                 continue
             result.raw = completion.text[:1000]

@@ -252,7 +252,7 @@ def _text(value: Any, what: str) -> str:
 
 
 def _is_character(profile: Profile, label: str) -> bool:
-    from charlite.experience.pipeline import is_character
+    from charlite.experience.records import is_character
 
     return is_character(profile, label)
 

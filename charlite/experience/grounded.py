@@ -12,7 +12,7 @@ sentences, turned into the first person:
 * **protective exchanges** (``--protective N``): a visitor asks about something invented after
   the character's time and the character, puzzled, turns back to its own world.
 
-Records pass the same checks as teacher-made ones (:func:`pipeline.check_experience`) and are
+Records pass the same checks as teacher-made ones (:func:`records.check_experience`) and are
 written to the same files with the same manifest, so ``data stats``, ``train``, ``export`` and
 ``interview`` use them as they are. Ids are digests of what a record is made of: rerunning
 adds nothing, and a record already there is never written twice.
@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 from charlite.errors import DataError
 from charlite.experience.dataset import Dataset, now
-from charlite.experience.pipeline import GenerateResult, Rejected, check_experience
+from charlite.experience.pipeline import GenerateResult
+from charlite.experience.records import Rejected, check_experience
 from charlite.experience.schemas import STAGE_FILES, DialogueTurn, Experience
 from charlite.files import JsonlWriter, repair_jsonl
 from charlite.knowledge import fact_covered, fact_sentence, sentences

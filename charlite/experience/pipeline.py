@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -29,13 +27,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from charlite import __version__, roleplay
 from charlite.backends import get_backend
 from charlite.backends.base import DEFAULT_CTX, Backend, Batching, GenParams
 from charlite.backends.llamacpp import load_llama
-from charlite.backends.openai_compat import _completion
 from charlite.errors import (
     BackendError,
     CharliteError,
@@ -46,8 +43,17 @@ from charlite.errors import (
 )
 from charlite.experience import prompts
 from charlite.experience.dataset import Dataset, now
+from charlite.experience.records import (
+    Rejected,
+    Task,
+    build_coverage,
+    build_experience,
+    build_protective,
+    build_scene,
+    duplicate_of,
+    parse_teacher_json,
+)
 from charlite.experience.schemas import (
-    DialogueTurn,
     Experience,
     SceneRecord,
     TeacherExperience,
@@ -62,7 +68,6 @@ from charlite.spec import parse_spec
 
 STAGES = ("scenes", "experiences", "protective")
 MAX_TOKENS = {"scenes": 256, "experiences": 640, "protective": 700}
-DUPLICATE_SIMILARITY = 0.7
 MAX_WORKERS = 64
 MAX_ATTEMPTS = 20
 """Teacher calls per record and run, at most (``--max-attempts``)."""
@@ -130,17 +135,6 @@ class GenerateOptions:
 
 
 @dataclass
-class Task:
-    stage: str
-    id: str
-    index: int
-    paragraph_id: int | None = None
-    scene: SceneRecord | None = None
-    fact: int | None = None
-    """The fact probe a coverage task answers (its index in ``profile.facts``)."""
-
-
-@dataclass
 class Outcome:
     task: Task
     record: dict | None
@@ -181,7 +175,7 @@ class GenerationReporter:
 
 
 # ---------------------------------------------------------------------------------------------
-# Ids, seeds and similarity
+# Ids and seeds
 
 
 def _digest(*parts: Any) -> str:
@@ -212,255 +206,6 @@ def coverage_id(slug: str, question: str, index: int, seed: int) -> str:
 def attempt_seed(seed: int, task_id: str, attempt: int) -> int:
     """A different, reproducible sampling seed for every attempt of every task."""
     return int(_digest(seed, task_id, attempt)[:8], 16) & 0x7FFFFFFF
-
-
-_WORD = re.compile(r"[a-z0-9]+")
-_LETTER = re.compile(r"[^\W\d_]")
-
-
-def _wordset(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
-
-
-def similarity(a: str, b: str) -> float:
-    """Jaccard similarity of the words of two texts (1.0: the same words).
-
-    >>> similarity("Vienna, 1800. A concert.", "a concert in Vienna, 1800")
-    0.8
-    """
-    wa, wb = _wordset(a), _wordset(b)
-    if not wa and not wb:
-        return 1.0
-    return len(wa & wb) / len(wa | wb)
-
-
-def _scene_text(scene: SceneRecord) -> str:
-    return f"{scene.location} {scene.background}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Turning teacher replies into records
-
-
-class Rejected(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
-
-
-def _names(profile: Profile) -> set[str]:
-    names = {profile.short_name, profile.name, profile.slug, profile.name.split()[-1]}
-    return {n.strip().lower() for n in names if n and n.strip()}
-
-
-def is_character(profile: Profile, role: str) -> bool:
-    """Whether a speaker label names the character (``Beethoven``, ``Ludwig van Beethoven``)."""
-    return role.strip().strip("*_ ").lower() in _names(profile)
-
-
-def _clean(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _sanitize(value: Any) -> Any:
-    """Replace lone surrogates (``"\\ud800"`` escapes) that would make strings invalid."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, list):
-        return [_sanitize(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _sanitize(v) for k, v in value.items()}
-    return value
-
-
-def parse_reply(text: str, finish_reason: str | None, model: type[BaseModel]) -> BaseModel:
-    if finish_reason == "length":
-        raise Rejected("truncated")
-    if not text.strip():
-        raise Rejected("empty_reply")
-    try:
-        data = _sanitize(json.loads(text, strict=False))  # raw newlines in strings are fine
-    except json.JSONDecodeError as exc:
-        raise Rejected("invalid_json", str(exc)) from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise Rejected("schema", f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-
-
-_NAME = re.compile(r"[^\W\d_][^\W\d_ .'-]*(?:[ .'-]+[^\W\d_][^\W\d_.'-]*){0,3}\.?")
-
-
-def is_person_name(profile: Profile, name: str) -> bool:
-    """A plausible speaker label for someone other than the character: one to four words of
-    letters, not the character's own name.
-
-    >>> from charlite.profile import Paragraph
-    >>> p = Profile(name="Ludwig van Beethoven", slug="beethoven", paragraphs=[Paragraph(text=".")])
-    >>> [is_person_name(p, n) for n in ["Haydn", "Countess Giulietta", "Ludwig van Beethoven was a",
-    ...                                  "#lh_bk2.jpg#", "Beethoven", "in his life and how he made it"]]
-    [True, True, False, False, False, False]
-    """
-    if not _NAME.fullmatch(name) or is_character(profile, name):
-        return False
-    words = set(_WORD.findall(name.lower()))
-    return not (
-        words & {w for n in _names(profile) for w in _WORD.findall(n)} - {"van", "von", "de"}
-    )
-
-
-def build_scene(profile: Profile, reply: TeacherScene, task: Task, teacher: str) -> SceneRecord:
-    location, background = _clean(reply.location), _clean(reply.background)
-    if len(location) < 3 or len(background) < 10:
-        raise Rejected("empty_field")
-    people: list[str] = []
-    for name in reply.people:
-        name = _clean(name).strip("\"'[]{}() ")
-        if is_person_name(profile, name) and name not in people:
-            people.append(name)
-    return SceneRecord(
-        id=task.id,
-        paragraph_id=task.paragraph_id,
-        type=reply.type,
-        location=location,
-        background=background,
-        people=people,
-        teacher=teacher,
-    )
-
-
-def build_dialogue(profile: Profile, turns: list) -> list[DialogueTurn]:
-    """Normalise the teacher's turns: the character's label, no actions for others."""
-    who = profile.short_name
-    out = []
-    for t in turns:
-        content = t.content.strip()
-        role = _clean(t.role)
-        if not content or not role:
-            raise Rejected("empty_turn")
-        if is_character(profile, role):
-            out.append(DialogueTurn(role=who, action=t.action, content=content))
-        elif t.action == "thinking":
-            raise Rejected("others_thinking")
-        else:
-            out.append(DialogueTurn(role=role, action=None, content=content))
-    return out
-
-
-def check_experience(profile: Profile, exp: Experience) -> None:
-    problems = exp.problems(profile.short_name)
-    if problems:
-        raise Rejected(problems[0])
-    mine = [t for t in exp.dialogue if t.role == profile.short_name]
-    if not any(t.action == "speaking" for t in mine):
-        raise Rejected("character_silent")
-    if len(exp.dialogue) == len(mine):
-        raise Rejected("no_other_speaker")
-    if len({_clean(t.content).lower() for t in exp.dialogue}) < 2:
-        raise Rejected("repetitive")
-    if any(not _LETTER.search(t.content) for t in exp.dialogue):
-        raise Rejected("no_words")
-
-
-def build_experience(
-    profile: Profile, reply: TeacherExperience, task: Task, teacher: str
-) -> Experience:
-    scene = task.scene
-    assert scene is not None
-    exp = Experience(
-        id=task.id,
-        kind="experience",
-        scene_id=scene.id,
-        paragraph_id=scene.paragraph_id,
-        location=scene.location,
-        status=_clean(reply.background) or scene.background,
-        dialogue=build_dialogue(profile, reply.dialogue),
-        scene_type=scene.type,
-        teacher=teacher,
-    )
-    check_experience(profile, exp)
-    return exp
-
-
-def build_coverage(
-    profile: Profile, reply: TeacherExperience, task: Task, teacher: str
-) -> Experience:
-    """A coverage experience: it must answer its fact probe (name one of its keywords)."""
-    assert task.fact is not None
-    fact = profile.facts[task.fact]
-    scene = profile.default_scene
-    exp = Experience(
-        id=task.id,
-        kind="experience",
-        paragraph_id=task.paragraph_id,
-        location=scene.location,
-        status=_clean(reply.background) or scene.status,
-        dialogue=build_dialogue(profile, reply.dialogue),
-        scene_type="coverage",
-        teacher=teacher,
-    )
-    check_experience(profile, exp)
-    said = [t.content for t in exp.dialogue if t.role == profile.short_name]
-    if not fact_covered(fact.answer_keywords, said):
-        raise Rejected("fact_not_named", fact.question)
-    return exp
-
-
-def build_protective(
-    profile: Profile, reply: TeacherProtective, task: Task, teacher: str
-) -> Experience:
-    location, status, topic = _clean(reply.location), _clean(reply.background), _clean(reply.topic)
-    if len(location) < 3 or len(status) < 10 or len(topic) < 2:
-        raise Rejected("empty_field")
-    exp = Experience(
-        id=task.id,
-        kind="protective",
-        topic=topic,
-        location=location,
-        status=status,
-        dialogue=build_dialogue(profile, reply.dialogue),
-        scene_type="protective",
-        teacher=teacher,
-    )
-    check_experience(profile, exp)
-    return exp
-
-
-# ---------------------------------------------------------------------------------------------
-# Constrained calls
-
-
-def chat_json(backend: Backend, messages: list[dict], schema: dict, params: GenParams):
-    """``backend.chat_json``, with one fallback for servers that refuse ``json_schema``.
-
-    llama-cpp-python's server accepts ``response_format={"type": "json_object", "schema": …}``
-    but answers an error to the OpenAI ``json_schema`` form; when that happens the request is
-    repeated in the form the server accepts, and the backend remembers it.
-    """
-    if getattr(backend, "_charlite_json_object", False):
-        return _json_object_call(backend, messages, schema, params)
-    try:
-        return backend.chat_json(messages, schema, params)
-    except BackendError as exc:
-        text = str(exc)
-        if (
-            hasattr(backend, "_post")
-            and hasattr(backend, "_body")
-            and "response_format" in text
-            and ("json_object" in text or "json_schema" in text)
-        ):
-            backend._charlite_json_object = True  # type: ignore[attr-defined]
-            return _json_object_call(backend, messages, schema, params)
-        raise
-
-
-def _json_object_call(backend: Any, messages, schema, params):
-    body = backend._body(
-        messages, params, response_format={"type": "json_object", "schema": schema}
-    )
-    return _completion(backend._post(body))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,10 +276,9 @@ class Generator:
 
     def _preflight(self, backend: Backend) -> None:
         """Reach an HTTP teacher once before any work, so a wrong URL fails at once."""
-        spec = getattr(backend, "spec", None)
-        if spec is None or spec.is_local_gguf:
+        if backend.spec.is_local_gguf:
             return
-        backend.chat(
+        backend.complete(
             [{"role": "user", "content": "Say OK."}],
             GenParams(max_tokens=1, temperature=0.0),
         )
@@ -621,10 +365,9 @@ class Generator:
         if task.stage == "scenes":
             scene = build_scene(self.profile, reply, task, self.teacher)  # type: ignore[arg-type]
             with self._lock:
-                kept = list(self._kept_scenes)
-            for other in kept:
-                if similarity(_scene_text(scene), _scene_text(other)) >= DUPLICATE_SIMILARITY:
-                    raise Rejected("duplicate_scene", other.id)
+                other = duplicate_of(scene, self._kept_scenes)
+            if other is not None:
+                raise Rejected("duplicate_scene", other.id)
             return scene
         if task.fact is not None:
             return build_coverage(self.profile, reply, task, self.teacher)  # type: ignore[arg-type]
@@ -649,8 +392,10 @@ class Generator:
                 repeat_penalty=o.repeat_penalty,
             )
             try:
-                reply = chat_json(self.backend, msgs, schema, params)
-                record = self._build(task, parse_reply(reply.text, reply.finish_reason, model))
+                reply = self.backend.complete(msgs, params, schema)
+                record = self._build(
+                    task, parse_teacher_json(reply.text, reply.finish_reason, model)
+                )
                 return Outcome(task, record.model_dump(mode="json"), failures)
             except Rejected as rej:
                 failures.append(self._failure(task, attempt, rej.reason, rej.detail))
@@ -688,15 +433,15 @@ class Generator:
         if task.stage == "scenes":
             scene = SceneRecord.model_validate(outcome.record)
             with self._lock:
-                for other in self._kept_scenes:
-                    if similarity(_scene_text(scene), _scene_text(other)) >= DUPLICATE_SIMILARITY:
-                        dup = self._failure(task, -1, "duplicate_scene", other.id)
-                        self._failure_writer.write(dup)
-                        self._run_failures["duplicate_scene"] = (
-                            self._run_failures.get("duplicate_scene", 0) + 1
-                        )
-                        self._failed_tasks[task.stage] += 1
-                        return False
+                other = duplicate_of(scene, self._kept_scenes)
+                if other is not None:
+                    dup = self._failure(task, -1, "duplicate_scene", other.id)
+                    self._failure_writer.write(dup)
+                    self._run_failures["duplicate_scene"] = (
+                        self._run_failures.get("duplicate_scene", 0) + 1
+                    )
+                    self._failed_tasks[task.stage] += 1
+                    return False
                 self._kept_scenes.append(scene)
         writers[task.stage].write(outcome.record)
         self._new[task.stage] += 1
@@ -776,33 +521,8 @@ class Generator:
 
     def _run_locked(self, manifest: dict[str, Any], started: float) -> GenerateResult:
         ds, o = self.dataset, self.options
-        repaired = []
-        for stage in (*STAGES, "failures"):
-            path = ds.failures_path if stage == "failures" else ds.file(stage)
-            if repair_jsonl(path):
-                repaired.append(path.name)
-        for f in ds.failures():
-            task = f.get("task")
-            attempt = f.get("attempt")
-            if isinstance(task, str) and isinstance(attempt, int):
-                self._previous_attempts[task] = max(
-                    self._previous_attempts.get(task, 0), attempt + 1
-                )
-        self._kept_scenes = ds.scenes()
-        manifest.update(
-            profile_hash=self.profile.digest(),
-            teacher=self.teacher,
-            prompt_version=prompts.PROMPT_VERSION,
-            seed=o.seed,
-            parameters=o.parameters(),
-            status="running",
-            charlite_version=__version__,
-        )
-        if self.teacher not in manifest.setdefault("teachers", []):
-            manifest["teachers"].append(self.teacher)
-        manifest["expected"] = self._expected(len(self.scene_tasks()))
-        ds.write_manifest(manifest)
-
+        repaired = self._resume()
+        self._start_manifest(manifest)
         writers = {stage: JsonlWriter(ds.file(stage)) for stage in STAGES}
         self._failure_writer = JsonlWriter(ds.failures_path)
         n_scenes = len(self.scene_tasks())
@@ -843,6 +563,42 @@ class Generator:
             complete=complete,
             notes=self.notes,
         )
+
+    def _resume(self) -> list[str]:
+        """Repair files a crash cut short, and read what earlier runs did: the attempts already
+        made per task (a rerun tries new seeds) and the scenes kept. Returns the repaired files."""
+        ds = self.dataset
+        repaired = []
+        for stage in (*STAGES, "failures"):
+            path = ds.failures_path if stage == "failures" else ds.file(stage)
+            if repair_jsonl(path):
+                repaired.append(path.name)
+        for f in ds.failures():
+            task = f.get("task")
+            attempt = f.get("attempt")
+            if isinstance(task, str) and isinstance(attempt, int):
+                self._previous_attempts[task] = max(
+                    self._previous_attempts.get(task, 0), attempt + 1
+                )
+        self._kept_scenes = ds.scenes()
+        return repaired
+
+    def _start_manifest(self, manifest: dict[str, Any]) -> None:
+        """Record this run's teacher, prompts and parameters in the manifest, status "running"."""
+        o = self.options
+        manifest.update(
+            profile_hash=self.profile.digest(),
+            teacher=self.teacher,
+            prompt_version=prompts.PROMPT_VERSION,
+            seed=o.seed,
+            parameters=o.parameters(),
+            status="running",
+            charlite_version=__version__,
+        )
+        if self.teacher not in manifest.setdefault("teachers", []):
+            manifest["teachers"].append(self.teacher)
+        manifest["expected"] = self._expected(len(self.scene_tasks()))
+        self.dataset.write_manifest(manifest)
 
     def _expected(self, n_scenes: int) -> dict[str, int]:
         return {"scenes": n_scenes, "experiences": n_scenes, "protective": self.options.protective}

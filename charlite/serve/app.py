@@ -337,7 +337,7 @@ def _complete(job: _Job) -> dict[str, Any]:
     choices: list[tuple[str, str | None]] = []
     prompt_tokens = completion_tokens = 0
     for index in range(job.req.choices):
-        done = job.backend.chat(job.prompt.messages, _choice_params(job, index))
+        done = job.backend.complete(job.prompt.messages, _choice_params(job, index))
         raw = done.text
         if job.req.wants_thoughts:
             text = raw

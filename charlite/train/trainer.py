@@ -212,7 +212,9 @@ def _load_tokenizer(base: Base, reporter: TrainingReporter):
     return tokenizer
 
 
-def _build_examples(tokenizer, profile: Profile, data, cfg: TrainConfig, reporter: TrainingReporter):
+def _build_examples(
+    tokenizer, profile: Profile, data, cfg: TrainConfig, reporter: TrainingReporter
+):
     example_set = build_examples(
         tokenizer, profile, data.records, cfg.max_seq_len, cfg.knowledge_share
     )
@@ -294,7 +296,12 @@ class _Session:
     """One process's share of a run: loads the model, runs the trainer, keeps the manifest."""
 
     def __init__(
-        self, run: Run, manifest: dict[str, Any], reporter: TrainingReporter, previous, started: float
+        self,
+        run: Run,
+        manifest: dict[str, Any],
+        reporter: TrainingReporter,
+        previous,
+        started: float,
     ):
         self.run = run
         self.manifest = manifest

@@ -83,7 +83,7 @@ def test_an_error_body_of_a_plain_reply_is_raised():
         backend = OpenAIBackend(parse_spec(spec), timeout=30)
         try:
             with pytest.raises(BackendError, match="the model crashed"):
-                backend.chat([{"role": "user", "content": "hi"}])
+                backend.complete([{"role": "user", "content": "hi"}])
         finally:
             backend.close()
 
