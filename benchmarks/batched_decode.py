@@ -6,10 +6,17 @@ is what a single-sequence engine does. Every request has its own seed and temper
 ways produce the same tokens; tokens/s counts generated tokens over the wall time, prompts
 included. Goal: >= 2.0. Prints `batched_decode: RATIO` last.
 
-How much a batch gains depends on llama.cpp's CPU kernels for the weights' type: Q4_0, IQ4_NL
-and Q4_K weights are repacked for multi-row matrix products, while Q4_1 (the embedded model)
-is multiplied one row at a time, so its decode steps cost nearly in proportion to the rows.
-``--model gguf:PATH`` measures another GGUF.
+Before the ratio it prints where the time goes, as CPU time of the engine's scheduler thread
+per generated token (with one llama.cpp thread, ``CHARLITE_THREADS=1``, this is what the work
+costs whatever else the machine runs): decode steps, prompts, sampling (llama.cpp's sampler
+chains) and the engine's Python; then the CPU time of a decode step with 1 row and with
+``--parallel`` rows, and ``kernel_ceiling`` = parallel x (1-row step) / (parallel-row step), the
+most batching can gain when only decode steps count.
+
+How much a batch gains depends on llama.cpp's CPU kernels for the weights' type: Q4_0, IQ4_NL,
+Q4_K, Q8_0 ... weights are repacked for multi-row matrix products, while Q4_1 (the embedded
+model) is multiplied one activation row at a time (``ggml_vec_dot_q4_1_q8_1``), so its decode
+steps cost nearly in proportion to the rows. ``--model gguf:PATH`` measures another GGUF.
 
     .venv/bin/python benchmarks/batched_decode.py [--parallel 4] [--tokens 96] [--reps 3]
         [--model SPEC]
