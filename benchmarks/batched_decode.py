@@ -6,10 +6,17 @@ is what a single-sequence engine does. Every request has its own seed and temper
 ways produce the same tokens; tokens/s counts generated tokens over the wall time, prompts
 included. Goal: >= 2.0. Prints `batched_decode: RATIO` last.
 
-How much a batch gains depends on llama.cpp's CPU kernels for the weights' type: Q4_0, IQ4_NL
-and Q4_K weights are repacked for multi-row matrix products, while Q4_1 (the embedded model)
-is multiplied one row at a time, so its decode steps cost nearly in proportion to the rows.
-``--model gguf:PATH`` measures another GGUF.
+Before the ratio it prints where the time goes, as CPU time of the engine's scheduler thread
+per generated token (with one llama.cpp thread, ``CHARLITE_THREADS=1``, this is what the work
+costs whatever else the machine runs): decode steps, prompts, sampling (llama.cpp's sampler
+chains) and the engine's Python; then the CPU time of a decode step with 1 row and with
+``--parallel`` rows, and ``kernel_ceiling`` = parallel x (1-row step) / (parallel-row step), the
+most batching can gain when only decode steps count.
+
+How much a batch gains depends on llama.cpp's CPU kernels for the weights' type: Q4_0, IQ4_NL,
+Q4_K, Q8_0 ... weights are repacked for multi-row matrix products, while Q4_1 (the embedded
+model) is multiplied one activation row at a time (``ggml_vec_dot_q4_1_q8_1``), so its decode
+steps cost nearly in proportion to the rows. ``--model gguf:PATH`` measures another GGUF.
 
     .venv/bin/python benchmarks/batched_decode.py [--parallel 4] [--tokens 96] [--reps 3]
         [--model SPEC]
@@ -64,6 +71,25 @@ def main() -> None:
         params = GenParams(temperature=0.8, seed=100 + i, max_tokens=args.tokens)
         requests.append(BatchRequest(backend.prompt_tokens(messages), params))
 
+    def counters() -> dict[str, float]:
+        steps = {rows: list(v) for rows, v in engine.step_times.items()}
+        return {
+            "loop": engine.loop_cpu_seconds,
+            "prompt": engine.prompt_cpu_seconds,
+            "sample": engine.sample_cpu_seconds,
+            "steps": steps,
+        }
+
+    def spent(before: dict, after: dict) -> dict:
+        steps = {}
+        for rows, (n, wall, cpu) in after["steps"].items():
+            n0, wall0, cpu0 = before["steps"].get(rows, (0, 0.0, 0.0))
+            if n > n0:
+                steps[rows] = (n - n0, wall - wall0, cpu - cpu0)
+        out = {k: after[k] - before[k] for k in ("loop", "prompt", "sample")}
+        out["steps"] = steps
+        return out
+
     def one_at_a_time() -> tuple[float, int]:
         start = time.perf_counter()
         done = [engine.complete_many([r])[0] for r in requests]
@@ -78,21 +104,56 @@ def main() -> None:
     together()  # warm-up
     rates: dict[str, list[float]] = {"one": [], "together": []}
     tokens = {}
+    costs: dict[str, list[dict]] = {"one": [], "together": []}
     for _ in range(args.reps):
         for name, fn in (("one", one_at_a_time), ("together", together)):
+            before = counters()
             seconds, n = fn()
+            costs[name].append(spent(before, counters()))
             rates[name].append(n / seconds)
             tokens[name] = n
     one, both = statistics.median(rates["one"]), statistics.median(rates["together"])
+
+    # where the time goes (CPU time of the scheduler thread: with one llama.cpp thread, what the
+    # work costs whatever else the machine runs)
+    figures: dict[str, object] = {}
+    per_row: dict[int, float] = {}
+    for name in ("one", "together"):
+        c = costs[name]
+        steps: dict[int, list[float]] = {}
+        for rep in c:
+            for rows, (n, _wall, cpu) in rep["steps"].items():
+                acc = steps.setdefault(rows, [0, 0.0])
+                acc[0] += n
+                acc[1] += cpu
+        step_cpu = sum(v[1] for v in steps.values())
+        loop = sum(r["loop"] for r in c)
+        prompt = sum(r["prompt"] for r in c)
+        sample = sum(r["sample"] for r in c)
+        n_tok = tokens[name] * len(c)
+        figures[f"{name}_cpu_ms_per_token_decode"] = 1000 * step_cpu / n_tok
+        figures[f"{name}_cpu_ms_per_token_prompts"] = 1000 * prompt / n_tok
+        figures[f"{name}_cpu_ms_per_token_sampling"] = 1000 * sample / n_tok
+        figures[f"{name}_cpu_ms_per_token_python"] = (
+            1000 * (loop - step_cpu - prompt - sample) / n_tok
+        )
+        for rows, (n, cpu) in sorted(steps.items()):
+            figures[f"{name}_cpu_ms_per_step_{rows}_rows"] = 1000 * cpu / n
+            per_row.setdefault(rows, cpu / n)
+    if 1 in per_row and args.parallel in per_row:
+        # the most batching can gain when only the decode steps count
+        figures["kernel_ceiling"] = args.parallel * per_row[1] / per_row[args.parallel]
     report(
         "batched_decode",
         both / one,
         cpus=os.cpu_count() or 0,
+        load_average=os.getloadavg()[0],
         threads=backend.llm.context_params.n_threads,
         parallel=args.parallel,
         generated_tokens=tokens["together"],
         tokens_per_s_one_at_a_time=one,
         tokens_per_s_together=both,
+        **figures,
     )
 
 

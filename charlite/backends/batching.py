@@ -277,6 +277,12 @@ class BatchEngine:
         self.adapter: str | None = None
         self.evaluated = 0  # tokens through llama_decode (benchmarks, tests)
         self.decode_seconds = 0.0
+        # decode steps by their number of rows: rows -> [steps, wall s, CPU s of this thread];
+        # with one llama.cpp thread the CPU time is the kernel's cost whatever the load
+        self.step_times: dict[int, list] = {}
+        self.sample_cpu_seconds = 0.0  # sampler chains, on the scheduler thread
+        self.prompt_cpu_seconds = 0.0  # prompt chunks through llama_decode
+        self.loop_cpu_seconds = 0.0  # everything the scheduler thread did, decode included
         self.cancelled = 0  # requests dropped by their caller (a client that hung up)
         self.steps = 0
         self._waiting: list[Handle] = []
@@ -350,6 +356,7 @@ class BatchEngine:
                 if self._closing:
                     return
                 waiting = self._waiting
+            cpu = time.thread_time()
             try:
                 self._drop_cancelled()
                 self._admit(waiting)
@@ -360,6 +367,7 @@ class BatchEngine:
                 for slot in self.slots:
                     if slot.handle is not None:
                         self._finish(slot, error=error)
+            self.loop_cpu_seconds += time.thread_time() - cpu
 
     def _active(self) -> bool:
         return any(s.handle is not None for s in self.slots)
@@ -473,9 +481,10 @@ class BatchEngine:
                 batch.seq_id[i][0] = seq
                 batch.logits[i] = logits and last and i == len(chunk) - 1
             batch.n_tokens = len(chunk)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             rc = llama_cpp.llama_decode(self.ctx, batch)
             self.decode_seconds += time.perf_counter() - t0
+            self.prompt_cpu_seconds += time.thread_time() - c0
             if rc != 0:
                 return False
             self.evaluated += len(chunk)
@@ -532,17 +541,24 @@ class BatchEngine:
                 outputs.append(slot)
         if outputs:
             batch.n_tokens = len(outputs)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             rc = llama_cpp.llama_decode(self.ctx, batch)
-            self.decode_seconds += time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+            self.decode_seconds += wall
             if rc != 0:
                 self._decode_failed(rc, outputs)
                 return
             self.evaluated += len(outputs)
             self.steps += 1
+            stat = self.step_times.setdefault(len(outputs), [0, 0.0, 0.0])
+            stat[0] += 1
+            stat[1] += wall
+            stat[2] += cpu
             for i, slot in enumerate(outputs):
                 slot.pos += 1
+                c0 = time.thread_time()
                 token = llama_cpp.llama_sampler_sample(slot.chain, self.ctx, i)
+                self.sample_cpu_seconds += time.thread_time() - c0
                 self._accept(slot, token)
         for slot in self.slots:
             if slot.handle is None or not slot.pending or slot.handle.cancelled:
