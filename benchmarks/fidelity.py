@@ -4,28 +4,38 @@ For each character (default: beethoven, newton, socrates), on the embedded model
 
 1. **prompted**: the base model with the profile in the system message, as ``charlite chat
    --prompted --knowledge off`` (today's prompted mode);
-2. **trained**: trained on ``charlite generate --teacher profile`` data (a short run), exported
-   as an adapter, chatted with ``--knowledge off``;
+2. **trained**: an adapter trained on ``charlite generate --teacher profile`` data, exported,
+   chatted with ``--knowledge off`` (no profile text anywhere in the prompt);
 3. **trained+knowledge**: the same export with ``--knowledge always`` (recalled paragraphs in
    each turn).
 
-With FIDELITY_EXTRA=1, ``prompted+knowledge`` (the base with recall in the turn) is an extra
-row. Characters run in parallel processes (FIDELITY_JOBS, default: one per character), each in
-its own CHARLITE_HOME.
+The adapter is trained with ``--knowledge-share FIDELITY_SHARE`` (default 0.5: half the
+questions carry recalled paragraphs, half teach answering from memory), so one short run per
+character serves both trained rows; FIDELITY_SEPARATE=1 trains the *trained* row's adapter
+apart, without recalled paragraphs. With FIDELITY_EXTRA=1, ``prompted+knowledge`` (the base
+with recall in the turn) is an extra row.
+
+The characters' datasets and exports are kept under a work dir (FIDELITY_DIR, default
+``~/.cache/charlite-fidelity``), one CHARLITE_HOME per settings and per version of the code
+that makes and renders the data: a rerun with the same settings only asks the questions again.
+The characters train side by side, each in its own process on its share of the cores.
 
 Each mode answers the profile's fact probes and the bundled topic-4 questions (things the
-character cannot know), one fresh session per question, temperature 0 and a fixed seed, through
-:class:`charlite.chat.ChatSession` (what ``charlite chat`` runs). The deterministic checks of
-:mod:`charlite.eval.checks` count fact recall (a keyword in the reply), character breaks ("as
-an AI", "language model", …) and topic-4 replies that leak code or later knowledge.
+character cannot know), one fresh session per question, temperature 0 and a fixed seed, built
+by :class:`charlite.chat.ChatSession` (what ``charlite chat`` sends) and decoded together on the
+backend's batch engine (FIDELITY_BATCH=0: one at a time through ``ChatSession.reply``). The
+deterministic checks of :mod:`charlite.eval.checks` count fact recall (a keyword in the reply),
+character breaks ("as an AI", "language model", …) and topic-4 replies that leak code or later
+knowledge.
 
 Prints a table, then ``fidelity: RATIO`` last: trained+knowledge fact recall / prompted fact
 recall. Goals: ratio >= 2.0, no character break, >= 90 % of topic-4 replies without leakage.
 
 Knobs (environment): FIDELITY_CHARACTERS (comma-separated slugs), FIDELITY_STEPS (training
-steps, default 24), FIDELITY_SEQ (max sequence length, default 512), FIDELITY_PARAGRAPHS
-(profile paragraphs turned into passage exchanges, default 2; every fact probe is always in),
-FIDELITY_MAX_TOKENS (reply length, default 80).
+steps, default 12), FIDELITY_SEQ (max sequence length, default 384), FIDELITY_LR (3e-3),
+FIDELITY_PARAGRAPHS (profile paragraphs turned into passage exchanges, default 2; every fact
+probe is always in), FIDELITY_MAX_TOKENS (reply length, default 60), FIDELITY_JOBS (characters
+trained at once, default all).
 """
 
 from __future__ import annotations
