@@ -242,6 +242,11 @@ def main() -> None:
     )
     from concurrent.futures import ThreadPoolExecutor
 
+    if os.getloadavg()[0] > (os.cpu_count() or 1) and "CHARLITE_THREADS" not in os.environ:
+        # on a busy machine, llama.cpp threads that wait for each other are many times slower
+        os.environ["CHARLITE_THREADS"] = "1"
+        print("  busy machine: CHARLITE_THREADS=1 for the questions", flush=True)
+
     home = WORK / settings_key()  # one home: the converted base weights are shared
     home.mkdir(parents=True, exist_ok=True)
     os.environ["CHARLITE_HOME"] = str(home)
