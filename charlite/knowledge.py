@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -291,3 +291,50 @@ def trained_run_manifest(profile: Profile, resolved: ResolvedModel) -> dict | No
             return None
         return run if isinstance(run, dict) else None
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Hooks for prompts built outside ChatSession (serve, multi-turn interviews)
+
+_SPEAKER_PREFIX = re.compile(r"^[^\n:]{1,60}: ")
+
+
+def recall_into_messages(
+    profile: Profile,
+    resolved: ResolvedModel,
+    messages: list[dict[str, str]],
+    *,
+    count_tokens: Callable[[str], int],
+    budget: int,
+    mode: str | None = None,
+) -> list[str]:
+    """Recall paragraphs for the newest user message of ``messages`` and put them in front of
+    it, as ``charlite chat`` renders a turn (:func:`charlite.roleplay.with_recall`); the system
+    message is left as it is. Returns what was recalled (empty when nothing was).
+
+    ``mode`` is the knowledge mode (default: the ``knowledge`` setting), decided for the
+    character's model as chat decides it (:func:`use_knowledge`). The recalled text is added
+    only when the prompt stays within ``budget`` tokens (the context less the reply).
+    """
+    if not messages or messages[-1].get("role") != "user":
+        return []
+    if not use_knowledge(mode or default_knowledge_mode(), profile, resolved):
+        return []
+    from charlite import roleplay
+
+    system = messages[0]["content"] if messages[0].get("role") == "system" else ""
+    in_system = [t for t in profile.paragraph_texts() if t.strip() and t.strip() in system]
+    lines = messages[-1]["content"].split("\n")
+    query = " ".join(_SPEAKER_PREFIX.sub("", ln, count=1) for ln in lines)
+    recalled = recall(profile, query, exclude=in_system)
+    if not recalled:
+        return []
+    extra = count_tokens(roleplay.with_recall("", recalled))
+    used = sum(count_tokens(m["content"]) + 6 for m in messages)
+    if used + extra > budget:
+        return []  # a context too small for it: the turn goes without, as in chat
+    messages[-1] = {
+        **messages[-1],
+        "content": roleplay.with_recall(messages[-1]["content"], recalled),
+    }
+    return recalled

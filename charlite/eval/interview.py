@@ -516,7 +516,9 @@ def _ask(
     else:
         assert interviewer is not None
         item.update(
-            _multi_turn(backend, profile, scene, q, system, params, plan.turns, interviewer)
+            _multi_turn(
+                backend, profile, scene, q, system, params, plan.turns, interviewer, knowledge
+            )
         )
     return item
 
@@ -530,6 +532,7 @@ def _multi_turn(
     params: GenParams,
     follow_ups: int,
     interviewer: Interviewer,
+    knowledge: bool = False,
 ) -> dict[str, Any]:
     name = profile.short_name
     turns: list[roleplay.Turn] = []
@@ -539,7 +542,9 @@ def _multi_turn(
     for step in range(follow_ups + 1):
         turns.append(roleplay.Turn(roleplay.INTERVIEWER, current["question"]))
         step_params = params.with_(seed=None if params.seed is None else params.seed + 10 * step)
-        ans = answer(backend, profile, scene, turns, system=system, params=step_params)
+        ans = answer(
+            backend, profile, scene, turns, system=system, params=step_params, knowledge=knowledge
+        )
         record = {**current, **_answer_record(profile, ans)}
         exchanges.append(record)
         turns.extend(roleplay.Turn(name, p.content.strip(), p.action) for p in ans.parts)

@@ -30,6 +30,7 @@ from charlite import __version__
 from charlite import characters as registry
 from charlite.backends import Backend, Batching, GenParams
 from charlite.errors import CharliteError, NotFoundError
+from charlite.knowledge import recall_into_messages
 from charlite.profile import Profile
 from charlite.serve import protocol
 from charlite.serve.protocol import APIError
@@ -325,6 +326,11 @@ def _prepare(models: Models, req: protocol.ChatRequest) -> _Job:
         n_ctx=backend.n_ctx,
         max_tokens=params.max_tokens,
     )
+    # knowledge (issue 17): recalled paragraphs go into the newest user turn, as in chat
+    recall_into_messages(
+        profile, resolved, prompt.messages, count_tokens=backend.count_tokens,
+        budget=backend.n_ctx - params.max_tokens - 16,
+    )  # fmt: skip
     return _Job(req, profile, backend, prompt, params)
 
 
