@@ -16,6 +16,7 @@ from typing import Any
 import charlite.backends.batching as batching
 from charlite import settings
 from charlite.backends.base import DEFAULT_CTX, Backend, Completion, Delta, GenParams, Messages
+from charlite.chat_templates import fallback_for_vocab
 from charlite.errors import ModelError, PromptTooLongError
 from charlite.gguf import check_adapter_matches_base, check_gguf
 from charlite.spec import ModelSpec
@@ -116,8 +117,31 @@ def load_llama(
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp could not load {path}: {exc}") from None
         _instrument(llm)
+        _use_fallback_template(llm)
         _LOADED[key] = llm
         return llm
+
+
+def _use_fallback_template(llm) -> None:
+    """A GGUF without a chat template (a base model, under an adapter-only export) is asked
+    with the fallback template training used for it (:mod:`charlite.chat_templates`)."""
+    if llm.metadata.get("tokenizer.chat_template"):
+        return
+    from llama_cpp import llama_chat_format
+
+    def has_token(text: str) -> bool:
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return len(ids) == 1 and llm._model.token_get_text(ids[0]) == text
+
+    template = fallback_for_vocab(has_token)
+    llm.metadata["tokenizer.chat_template"] = template
+    eos, bos = llm.token_eos(), llm.token_bos()
+    llm.chat_handler = llama_chat_format.Jinja2ChatFormatter(
+        template=template,
+        eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+        bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+        stop_token_ids=[eos],
+    ).to_chat_handler()
 
 
 def _instrument(llm) -> None:
