@@ -1,7 +1,9 @@
 """llama.cpp through llama-cpp-python: the embedded model and any local GGUF.
 
 A loaded model is kept per (file, adapters, context size) and reused across calls. The GGUF's
-own chat template renders the messages. Native logging is silenced unless verbose.
+own chat template renders the messages (a GGUF without one, such as a base model's, gets the
+fallback template of :mod:`charlite.chat_templates`, the one training used). Native logging is
+silenced unless verbose.
 """
 
 from __future__ import annotations
