@@ -11,6 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 STEPS="${STEPS:-20}"
+START=$(date +%s)
 export CHARLITE_HOME="${CHARLITE_HOME:-$(mktemp -d -t charlite-gpu-XXXXXX)}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 echo "CHARLITE_HOME=$CHARLITE_HOME  python=$PY  steps=$STEPS"
@@ -159,5 +160,5 @@ EOF
   [ "$rc" -eq 0 ] || status=1
 done
 
-echo "gpu_unsloth_check: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
+echo "gpu_unsloth_check: $([ $status -eq 0 ] && echo PASS || echo FAIL) in $(( $(date +%s) - START )) s (goal: under 600 s)"
 exit $status

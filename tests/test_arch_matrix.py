@@ -2,11 +2,13 @@
 qwen3, gemma2, gemma3 or phi3 base (``charlite train --base hf:DIR --engine peft``) exports to
 GGUF and runs in llama.cpp like it runs in transformers + peft.
 
-For each architecture: 3 real training steps, the base converted by llama.cpp's own converter,
-the LoRA adapter written by charlite (names through gguf's tensor maps, fused Phi-3 tensors,
-Q/K permuted only for llama-style models), the merged model quantized to Q8_0. Then llama.cpp's
-next-token top-1 is compared with transformers + peft at every position of a text of at least
-200 tokens, for the adapter (over the converted base) and for the merged Q8_0 file alike.
+For each architecture: a few dozen language-model steps on the bundled profiles (a random
+model's flat logits make top-1 a coin toss that any rounding flips), 3 real training steps, the
+base converted by llama.cpp's own converter, the LoRA adapter written by charlite (names through
+gguf's tensor maps, fused Phi-3 tensors, Q/K permuted only for llama-style models), the merged
+model quantized to Q8_0. Then llama.cpp's next-token top-1 is compared with transformers + peft
+at every position of a text of at least 200 tokens, for the adapter (over the converted base)
+and for the merged F16 and Q8_0 files alike: at least 95 % each.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ pytest.importorskip("peft")
 
 POSITIONS = 200
 GOAL = 0.95
-Q8_GOAL = 0.90
-TABLE: list[tuple[str, str, int, dict, dict]] = []
+PRETRAIN_STEPS = 40  # language-model steps before the character's: peaked, not flat, logits
+TABLE: list[tuple[str, str, int, dict, dict, float]] = []
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +41,14 @@ def table(request):
     lines = [
         "",
         "next-token top-1 agreement, llama.cpp vs transformers+peft",
-        "(top-1 agreement / mean correlation of the logits)",
-        f"{'arch':<8} {'tokenizer':<10} {'positions':>9} "
+        "(top-1 agreement / mean correlation of the logits; margin: the reference's median gap",
+        "between its first and second logit)",
+        f"{'arch':<8} {'tokenizer':<10} {'positions':>9} {'margin':>7} "
         f"{'adapter':>16} {'merged F16':>16} {'merged Q8_0':>16}",
     ]
-    for arch, kind, n, agree, corr in TABLE:
+    for arch, kind, n, agree, corr, margin in TABLE:
         cells = " ".join(f"{agree[k]:>7.1%} / {corr[k]:.4f}" for k in agree)
-        lines.append(f"{arch:<8} {kind:<10} {n:>9} {cells}")
+        lines.append(f"{arch:<8} {kind:<10} {n:>9} {margin:>7.3f} {cells}")
     for line in lines:
         if reporter is not None:
             reporter.write_line(line)
@@ -104,7 +107,13 @@ def test_arch_export_agrees_with_transformers(arch, tmp_path, tokenizers, table)
     made, work = tokenizers
     kind = ARCHS[arch][1]
     tok = made[kind]
-    base_dir = make_model_dir(arch, tmp_path / arch, tok, sp_model=sp_model_path(work, kind))
+    base_dir = make_model_dir(
+        arch,
+        tmp_path / arch,
+        tok,
+        sp_model=sp_model_path(work, kind),
+        pretrain_steps=PRETRAIN_STEPS,
+    )
 
     write_dataset("beethoven", fact_records(4))
     result = CliRunner().invoke(
@@ -145,10 +154,9 @@ def test_arch_export_agrees_with_transformers(arch, tmp_path, tokenizers, table)
         k: float(np.mean([np.corrcoef(v[i], want[i])[0, 1] for i in range(len(ids))]))
         for k, v in got.items()
     }
-    TABLE.append((arch, kind, len(ids), agree, corr))
-    # the goal, for the adapter and the merged model at 16 bits
-    assert agree["adapter"] >= GOAL and agree["merged F16"] >= GOAL, agree
-    # Q8_0 rounding flips near-ties of these random (flat) models' logits: the logits must still
-    # agree closely, and the top-1 at most positions
-    assert agree["merged Q8_0"] >= Q8_GOAL and corr["merged Q8_0"] >= 0.999, (agree, corr)
+    top2 = np.sort(want, axis=-1)[:, -2:]
+    margin = float(np.median(top2[:, 1] - top2[:, 0]))
+    TABLE.append((arch, kind, len(ids), agree, corr, margin))
+    # the goal, at every position: the adapter, the merged model at 16 bits and in Q8_0 alike
+    assert min(agree.values()) >= GOAL, agree
     assert min(corr.values()) >= 0.999, corr

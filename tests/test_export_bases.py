@@ -51,7 +51,8 @@ def _one_line(result, errors, *needles):
 
 def _no_export_files(home: Path) -> None:
     assert leftovers(home / "characters" / "beethoven" / "exports") == []
-    assert not list((home / "cache").rglob("*.gguf")) if (home / "cache").exists() else True
+    cache = home / "cache" / "gguf"  # a conversion's output, and its temporary file
+    assert [p for p in leftovers(cache) if (cache / p).is_file()] == []
 
 
 def test_base_gguf_of_another_model_is_one_line(charlite_home, embedded_path, tmp_path):
@@ -275,3 +276,66 @@ def test_ollama_is_warned_about_adapters_of_its_own_engine():
     for arch in ("gemma3", "qwen3"):
         assert "before 0.30 refuses LoRA adapters" in ollama_adapter_warning(arch)
     assert ollama_adapter_warning("llama") is None and ollama_adapter_warning("qwen2") is None
+
+
+def _without_chat_template(src: Path, out: Path) -> Path:
+    """A copy of the GGUF ``src`` without ``tokenizer.chat_template`` (as a base model ships)."""
+    from gguf import GGUFReader, GGUFWriter
+
+    from charlite.export.ggufio import copy_kv
+
+    reader = GGUFReader(str(src), "r")
+    writer = GGUFWriter(str(out), reader.fields["general.architecture"].contents())
+    copy_kv(reader, writer, skip={"general.architecture", "tokenizer.chat_template"})
+    for t in reader.tensors:
+        writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for t in reader.tensors:
+        writer.write_tensor_data(t.data)
+    writer.close()
+    return out
+
+
+@pytest.mark.slow
+def test_chat_over_a_base_gguf_without_chat_template(charlite_home, embedded_path, tmp_path):
+    """An adapter-only export over a base GGUF that has no chat template (a base model's):
+    ``charlite chat`` asks it with the fallback template training used, through llama.cpp."""
+    from charlite.backends.llamacpp import LlamaCppBackend
+    from charlite.chat_templates import CHATML
+    from charlite.gguf import read_gguf_header
+    from charlite.spec import ModelSpec
+
+    bare = _without_chat_template(embedded_path, tmp_path / "bare.gguf")
+    assert "tokenizer.chat_template" not in read_gguf_header(bare).kv
+    # SmolLM2's own template is ChatML: with a system message the fallback renders the same
+    messages = [
+        {"role": "system", "content": "You are Beethoven."},
+        {"role": "user", "content": "Hi"},
+    ]
+    own = LlamaCppBackend(ModelSpec("gguf", str(embedded_path))).prompt_tokens(messages)
+    assert LlamaCppBackend(ModelSpec("gguf", str(bare))).prompt_tokens(messages) == own
+
+    folder = _hf_folder(tmp_path / "smollm2", SMOLLM_CONFIG)
+    write_run(
+        charlite_home,
+        "beethoven",
+        "r1",
+        adapter=random_adapter(tmp_path / "a"),
+        base_gguf=None,
+        base_dir=folder,
+        base_spec=f"hf:{folder}",
+        chat_template=CHATML,  # what training records for a base without a template
+    )
+    result = CliRunner().invoke(
+        cli, ["export", "beethoven", "--base-gguf", str(bare), "--adapter-only"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(
+        (charlite_home / "characters/beethoven/exports/r1/manifest.json").read_text()
+    )
+    assert manifest["merged"] is None and manifest["smoke_ok"] is True  # chat: base + adapter
+    chat = CliRunner().invoke(cli, ["chat", "beethoven", "-m", "Who are you?", "--seed", "1"])
+    assert chat.exit_code == 0, chat.output
+    assert chat.stdout.strip(), chat.output

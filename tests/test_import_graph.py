@@ -21,6 +21,7 @@ FLOORS = (
         "charlite.backends",
         "charlite.cards",
         "charlite.characters",
+        "charlite.chat_templates",
         "charlite.errors",
         "charlite.files",
         "charlite.gguf",

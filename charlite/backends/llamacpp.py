@@ -1,7 +1,9 @@
 """llama.cpp through llama-cpp-python: the embedded model and any local GGUF.
 
 A loaded model is kept per (file, adapters, context size) and reused across calls. The GGUF's
-own chat template renders the messages. Native logging is silenced unless verbose.
+own chat template renders the messages (a GGUF without one, such as a base model's, gets the
+fallback template of :mod:`charlite.chat_templates`, the one training used). Native logging is
+silenced unless verbose.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import charlite.backends.batching as batching
 from charlite import settings
 from charlite.backends.base import DEFAULT_CTX, Backend, Completion, Delta, GenParams, Messages
+from charlite.chat_templates import fallback_for_vocab
 from charlite.errors import CharliteError, ModelError, PromptTooLongError, RequestError
 from charlite.gguf import check_adapter_matches_base, check_gguf
 from charlite.persona_cache import cache_key
@@ -176,8 +179,31 @@ def load_llama(
                 )
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp could not load {path}: {exc}") from None
+        _use_fallback_template(llm)
         _LOADED[key] = LoadedModel(llm)
         return _LOADED[key]
+
+
+def _use_fallback_template(llm) -> None:
+    """A GGUF without a chat template (a base model, under an adapter-only export) is asked
+    with the fallback template training used for it (:mod:`charlite.chat_templates`)."""
+    if llm.metadata.get("tokenizer.chat_template"):
+        return
+    from llama_cpp import llama_chat_format
+
+    def has_token(text: str) -> bool:
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return len(ids) == 1 and llm._model.token_get_text(ids[0]) == text
+
+    template = fallback_for_vocab(has_token)
+    llm.metadata["tokenizer.chat_template"] = template
+    eos, bos = llm.token_eos(), llm.token_bos()
+    llm.chat_handler = llama_chat_format.Jinja2ChatFormatter(
+        template=template,
+        eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+        bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+        stop_token_ids=[eos],
+    ).to_chat_handler()
 
 
 def unload_all() -> None:

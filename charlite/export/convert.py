@@ -14,6 +14,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,145 @@ def _llama3_rope_factors(scaling: dict, theta: float, head_dim: int) -> np.ndarr
     return np.array(out, dtype=np.float32)
 
 
+@dataclass
+class _Llama:
+    """What the GGUF header says about a llama-family ``config.json``."""
+
+    config: dict
+    n_layers: int
+    n_head: int
+    n_kv: int
+    hidden: int
+    head_dim: int
+    theta: float
+    scaling: dict | None
+    rope_kind: str | None
+    tie: bool
+
+    @classmethod
+    def read(cls, model_dir: Path) -> _Llama:
+        config = _read_json(model_dir / "config.json")
+        model_type = str(config.get("model_type") or "unknown")
+        if HF_TO_GGUF_ARCH.get(model_type) != "llama":
+            raise ExportError(
+                f"not supported yet: {model_type}", hint="charlite converts llama-family models"
+            )
+        n_head = int(config["num_attention_heads"])
+        hidden = int(config["hidden_size"])
+        theta, scaling = _rope(config)
+        rope_kind = (scaling or {}).get("rope_type") or (scaling or {}).get("type")
+        if rope_kind not in (None, "linear", "llama3"):
+            raise ExportError(f"not supported yet: {rope_kind} rope scaling")
+        return cls(
+            config=config,
+            n_layers=int(config["num_hidden_layers"]),
+            n_head=n_head,
+            n_kv=int(config.get("num_key_value_heads") or n_head),
+            hidden=hidden,
+            head_dim=int(config.get("head_dim") or hidden // n_head),
+            theta=theta,
+            scaling=scaling,
+            rope_kind=rope_kind,
+            tie=bool(config.get("tie_word_embeddings", False)),
+        )
+
+
+def _plan(model_dir: Path, hp: _Llama, deltas: dict) -> list[tuple[str, SafetensorsFile, str]]:
+    """(gguf name, file, Hugging Face name) of every tensor to write, in the files' order."""
+    import gguf
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, hp.n_layers)
+    plan = []
+    for f in (SafetensorsFile(p) for p in _weight_files(model_dir)):
+        for hf_name in f.names():
+            if hf_name.endswith("rotary_emb.inv_freq") or (hp.tie and hf_name == "lm_head.weight"):
+                continue
+            gname = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+            if gname is None:
+                raise ExportError(f"not supported yet: tensor {hf_name} in a llama model")
+            plan.append((gname, f, hf_name))
+    unknown = set(deltas) - {hf for _, _, hf in plan}
+    if unknown:
+        raise ExportError(
+            f"the adapter changes {sorted(unknown)[0]}, which {model_dir.name} does not have"
+        )
+    return plan
+
+
+def _add_hparams(writer, hp: _Llama, name: str, n_vocab: int, float16: bool) -> None:
+    import gguf
+
+    config = hp.config
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name)
+    writer.add_block_count(hp.n_layers)
+    writer.add_context_length(int(config.get("max_position_embeddings") or 2048))
+    writer.add_embedding_length(hp.hidden)
+    writer.add_feed_forward_length(int(config["intermediate_size"]))
+    writer.add_head_count(hp.n_head)
+    writer.add_head_count_kv(hp.n_kv)
+    writer.add_rope_freq_base(hp.theta)
+    writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps") or 1e-5))
+    writer.add_vocab_size(n_vocab)
+    writer.add_rope_dimension_count(hp.head_dim)
+    if hp.head_dim != hp.hidden // hp.n_head:
+        writer.add_key_length(hp.head_dim)
+        writer.add_value_length(hp.head_dim)
+    if hp.rope_kind == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(hp.scaling["factor"]))
+    ftype = gguf.LlamaFileType.MOSTLY_F16 if float16 else gguf.LlamaFileType.ALL_F32
+    writer.add_file_type(int(ftype))
+
+
+def _add_vocab(writer, model_dir: Path, pre: str, tokens: list, types: list) -> None:
+    """The BPE vocabulary, its pre-tokenizer, merges, special tokens and chat template."""
+    import gguf
+
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    logging.getLogger("gguf").setLevel(logging.ERROR)
+    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
+    if not special.merges:
+        raise ExportError(f"{model_dir / 'tokenizer.json'} has no BPE merges")
+    special.add_to_gguf(writer, quiet=True)
+    if "bos" not in special.add_special_token:
+        writer.add_add_bos_token(False)
+
+
+def _write_tensors(writer, plan, hp: _Llama, deltas: dict, float16: bool) -> None:
+    """Tensor infos, then the data: adapter deltas added, Q/K permuted, matrices in F16."""
+    shapes = []
+    for gname, f, hf_name in plan:
+        shape = f.shape(hf_name)
+        dtype = np.float16 if float16 and len(shape) > 1 else np.float32
+        shapes.append((f, hf_name, dtype))
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        writer.add_tensor_info(gname, shape, np.dtype(dtype), nbytes)
+    factors = None
+    if hp.rope_kind == "llama3":
+        factors = _llama3_rope_factors(hp.scaling, hp.theta, hp.head_dim)
+        writer.add_tensor_info(
+            "rope_freqs.weight", factors.shape, np.dtype(np.float32), factors.nbytes
+        )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for f, hf_name, dtype in shapes:
+        w = f.get(hf_name)
+        if hf_name in deltas:
+            w = w + deltas[hf_name].delta()
+        if hf_name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
+            w = permute_qk(w, hp.n_head)
+        elif hf_name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
+            w = permute_qk(w, hp.n_kv)
+        writer.write_tensor_data(np.ascontiguousarray(w.astype(dtype)))
+    if factors is not None:
+        writer.write_tensor_data(factors)
+
+
 def convert_hf(
     model_dir: Path,
     out: Path,
@@ -164,111 +304,22 @@ def convert_hf(
     import gguf
 
     model_dir = Path(model_dir)
-    config = _read_json(model_dir / "config.json")
-    model_type = str(config.get("model_type") or "unknown")
-    if HF_TO_GGUF_ARCH.get(model_type) != "llama":
-        raise ExportError(
-            f"not supported yet: {model_type}", hint="charlite converts llama-family models"
-        )
+    hp = _Llama.read(model_dir)
     if out_type not in ("f16", "f32"):
         raise ExportError(f"unknown conversion type '{out_type}'", hint="use f16 or f32")
-    tokenizer_path = model_dir / "tokenizer.json"
-    tokenizer = _read_json(tokenizer_path)
-
-    n_layers = int(config["num_hidden_layers"])
-    n_head = int(config["num_attention_heads"])
-    n_kv = int(config.get("num_key_value_heads") or n_head)
-    hidden = int(config["hidden_size"])
-    head_dim = int(config.get("head_dim") or hidden // n_head)
-    theta, scaling = _rope(config)
-    rope_kind = (scaling or {}).get("rope_type") or (scaling or {}).get("type")
-    if rope_kind not in (None, "linear", "llama3"):
-        raise ExportError(f"not supported yet: {rope_kind} rope scaling")
-    tie = bool(config.get("tie_word_embeddings", False))
-    tokens, types = _tokens(tokenizer, int(config.get("vocab_size") or 0))
+    tokenizer = _read_json(model_dir / "tokenizer.json")
+    tokens, types = _tokens(tokenizer, int(hp.config.get("vocab_size") or 0))
     pre = pre_tokenizer_name(tokenizer)
-
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
     deltas = {f"{m.name}.weight": m for m in lora}
-    files = [SafetensorsFile(f) for f in _weight_files(model_dir)]
-    plan: list[tuple[str, SafetensorsFile, str]] = []  # (gguf name, file, hf name)
-    for f in files:
-        for hf_name in f.names():
-            if hf_name.endswith("rotary_emb.inv_freq") or (tie and hf_name == "lm_head.weight"):
-                continue
-            gname = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-            if gname is None:
-                raise ExportError(f"not supported yet: tensor {hf_name} in a llama model")
-            plan.append((gname, f, hf_name))
-    unknown = set(deltas) - {hf for _, _, hf in plan}
-    if unknown:
-        raise ExportError(
-            f"the adapter changes {sorted(unknown)[0]}, which {model_dir.name} does not have"
-        )
-
+    plan = _plan(model_dir, hp, deltas)
     float16 = out_type == "f16"
+    label = name or str(hp.config.get("_name_or_path") or model_dir.name)
     with atomic_path(Path(out)) as tmp:
         writer = gguf.GGUFWriter(str(tmp), "llama")
         try:
-            writer.add_type(gguf.GGUFType.MODEL)
-            writer.add_name(name or str(config.get("_name_or_path") or model_dir.name))
-            writer.add_block_count(n_layers)
-            writer.add_context_length(int(config.get("max_position_embeddings") or 2048))
-            writer.add_embedding_length(hidden)
-            writer.add_feed_forward_length(int(config["intermediate_size"]))
-            writer.add_head_count(n_head)
-            writer.add_head_count_kv(n_kv)
-            writer.add_rope_freq_base(theta)
-            writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps") or 1e-5))
-            writer.add_vocab_size(len(tokens))
-            writer.add_rope_dimension_count(head_dim)
-            if head_dim != hidden // n_head:
-                writer.add_key_length(head_dim)
-                writer.add_value_length(head_dim)
-            if rope_kind == "linear":
-                writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-                writer.add_rope_scaling_factor(float(scaling["factor"]))
-            ftype = gguf.LlamaFileType.MOSTLY_F16 if float16 else gguf.LlamaFileType.ALL_F32
-            writer.add_file_type(int(ftype))
-            writer.add_tokenizer_model("gpt2")
-            writer.add_tokenizer_pre(pre)
-            writer.add_token_list(tokens)
-            writer.add_token_types(types)
-            logging.getLogger("gguf").setLevel(logging.ERROR)
-            special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
-            if not special.merges:
-                raise ExportError(f"{tokenizer_path} has no BPE merges")
-            special.add_to_gguf(writer, quiet=True)
-            if "bos" not in special.add_special_token:
-                writer.add_add_bos_token(False)
-
-            shapes = []
-            for gname, f, hf_name in plan:
-                shape = f.shape(hf_name)
-                dtype = np.float16 if float16 and len(shape) > 1 else np.float32
-                shapes.append((gname, f, hf_name, shape, dtype))
-                nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-                writer.add_tensor_info(gname, shape, np.dtype(dtype), nbytes)
-            factors = None
-            if rope_kind == "llama3":
-                factors = _llama3_rope_factors(scaling, theta, head_dim)
-                writer.add_tensor_info(
-                    "rope_freqs.weight", factors.shape, np.dtype(np.float32), factors.nbytes
-                )
-            writer.write_header_to_file()
-            writer.write_kv_data_to_file()
-            writer.write_ti_data_to_file()
-            for _gname, f, hf_name, _shape, dtype in shapes:
-                w = f.get(hf_name)
-                if hf_name in deltas:
-                    w = w + deltas[hf_name].delta()
-                if hf_name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
-                    w = permute_qk(w, n_head)
-                elif hf_name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
-                    w = permute_qk(w, n_kv)
-                writer.write_tensor_data(np.ascontiguousarray(w.astype(dtype)))
-            if factors is not None:
-                writer.write_tensor_data(factors)
+            _add_hparams(writer, hp, label, len(tokens), float16)
+            _add_vocab(writer, model_dir, pre, tokens, types)
+            _write_tensors(writer, plan, hp, deltas, float16)
             writer.flush()
         finally:
             writer.close()

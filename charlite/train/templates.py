@@ -1,38 +1,6 @@
-"""A chat template for base models that ship without one (google/gemma-3-270m, most ``-base``
-checkpoints), chosen by the turn markers their vocabulary already has.
+"""The fallback chat template of base models without one; it lives on the ground floor
+(:mod:`charlite.chat_templates`) because llama.cpp models need it too."""
 
-Training records the template in the run manifest; export writes it into the merged GGUF and
-hands it to the smoke test, so the character is asked the way it was trained.
-"""
+from charlite.chat_templates import CHATML, GEMMA, fallback_chat_template, fallback_for_vocab
 
-from __future__ import annotations
-
-from typing import Any
-
-GEMMA = (
-    "{{ bos_token }}"
-    "{% if messages[0]['role'] == 'system' %}"
-    "{% set first = messages[0]['content'] + '\n\n' %}{% set rest = messages[1:] %}"
-    "{% else %}{% set first = '' %}{% set rest = messages %}{% endif %}"
-    "{% for message in rest %}"
-    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\n' }}"
-    "{{ (first if loop.first else '') + message['content'] | trim }}"
-    "{{ '<end_of_turn>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
-)
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
-def fallback_chat_template(tokenizer: Any) -> str:
-    """The template for a tokenizer without one: Gemma's turns when its vocabulary has
-    ``<start_of_turn>``, else ChatML."""
-    vocab = tokenizer.get_vocab()
-    if "<start_of_turn>" in vocab and "<end_of_turn>" in vocab:
-        return GEMMA
-    return CHATML
+__all__ = ["CHATML", "GEMMA", "fallback_chat_template", "fallback_for_vocab"]
