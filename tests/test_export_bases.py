@@ -336,6 +336,8 @@ def test_chat_over_a_base_gguf_without_chat_template(charlite_home, embedded_pat
         (charlite_home / "characters/beethoven/exports/r1/manifest.json").read_text()
     )
     assert manifest["merged"] is None and manifest["smoke_ok"] is True  # chat: base + adapter
-    chat = CliRunner().invoke(cli, ["chat", "beethoven", "-m", "Who are you?", "--seed", "1"])
+    chat = CliRunner().invoke(
+        cli, ["chat", "beethoven", "-m", "Who are you?", "--seed", "1", "--max-tokens", "24"]
+    )
     assert chat.exit_code == 0, chat.output
     assert chat.stdout.strip(), chat.output
