@@ -11,7 +11,7 @@ from charlite import characters, knowledge, roleplay
 from charlite.backends import GenParams
 from charlite.backends.llamacpp import LlamaCppBackend
 from charlite.eval import interview as iv
-from charlite.eval.questions import Question
+from charlite.eval.question_bank import Question
 from charlite.spec import parse_spec
 from charlite.voices import ResolvedModel
 
