@@ -137,10 +137,7 @@ def interview(
         interviewer, interviewer_info = _interviewer(
             interviewer_spec, resolved, backend, plan, reask_every
         )
-    kind = f"multi-turn ({turns} follow-ups)" if turns else "single-turn"
-    console(stderr=True).print(
-        f"[bold]{profile.name}[/bold] · {resolved.label} · {kind} · {plan.questions_source}"
-    )
+    _header(plan, resolved.label)
     try:
         with progress_bar("interview") as progress:
             data, new = iv.run_interview(
@@ -170,6 +167,13 @@ def _plan(profile, questions_file, facts: bool, turns: int, limit, params) -> iv
     if facts and not turns:
         questions = questions + fact_questions(profile)
     return iv.InterviewPlan(profile, questions, source, turns=turns, limit=limit, params=params)
+
+
+def _header(plan: iv.InterviewPlan, label: str) -> None:
+    kind = f"multi-turn ({plan.turns} follow-ups)" if plan.turns else "single-turn"
+    console(stderr=True).print(
+        f"[bold]{plan.profile.name}[/bold] · {label} · {kind} · {plan.questions_source}"
+    )
 
 
 def _interviewer(interviewer_spec, resolved, backend, plan, reask_every):
