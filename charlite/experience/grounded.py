@@ -155,29 +155,35 @@ def _replace_name(text: str, name: str, full: bool) -> str:
     return pattern.sub(swap, text)
 
 
+_PRONOUN_SWAPS: dict[str, tuple[tuple[str, str], ...]] = {
+    "she": (
+        (r"\bShe\b", "I"),
+        (r"\bshe\b", "I"),
+        (r"\bherself\b", "myself"),
+        (r"\bHer\b", "My"),
+        (rf"\bher(?=\s+\w)(?!\s+(?:{_NOT_AFTER_MY})\b)", "my"),
+        (r"\bher\b", "me"),
+        (r"\bhers\b", "mine"),
+    ),
+    "he": (
+        (r"\bHe\b", "I"),
+        (r"\bhe\b", "I"),
+        (r"\bhimself\b", "myself"),
+        (r"\bHis\b", "My"),
+        (r"\bhis\b", "my"),
+        (r"\bhim\b", "me"),
+    ),
+}
+_VERB_AGREEMENT = ((r"\bI is\b", "I am"), (r"\bI has\b", "I have"), (r"\bI does\b", "I do"))
+
+
 def first_person(sentence: str, names: list[str] | tuple[str, ...], pronoun: str = "he") -> str:
     """A third-person sentence about the character, told by the character."""
     text = sentence
     for n, name in enumerate(names):
         text = _replace_name(text, name, full=n == 0)
-    if pronoun == "she":
-        text = re.sub(r"\bShe\b", "I", text)
-        text = re.sub(r"\bshe\b", "I", text)
-        text = re.sub(r"\bherself\b", "myself", text)
-        text = re.sub(r"\bHer\b", "My", text)
-        text = re.sub(rf"\bher(?=\s+\w)(?!\s+(?:{_NOT_AFTER_MY})\b)", "my", text)
-        text = re.sub(r"\bher\b", "me", text)
-        text = re.sub(r"\bhers\b", "mine", text)
-    elif pronoun == "he":
-        text = re.sub(r"\bHe\b", "I", text)
-        text = re.sub(r"\bhe\b", "I", text)
-        text = re.sub(r"\bhimself\b", "myself", text)
-        text = re.sub(r"\bHis\b", "My", text)
-        text = re.sub(r"\bhis\b", "my", text)
-        text = re.sub(r"\bhim\b", "me", text)
-    text = re.sub(r"\bI is\b", "I am", text)
-    text = re.sub(r"\bI has\b", "I have", text)
-    text = re.sub(r"\bI does\b", "I do", text)
+    for pattern, repl in (*_PRONOUN_SWAPS.get(pronoun, ()), *_VERB_AGREEMENT):
+        text = re.sub(pattern, repl, text)
     return text[:1].upper() + text[1:] if text else text
 
 
@@ -254,17 +260,11 @@ def _record(
     return exp
 
 
-def build_records(
-    profile: Profile, protective: int = 0, paragraphs: int | None = None
-) -> tuple[list[Experience], list[Experience], list[str]]:
-    """(experiences, protective experiences, notes) for ``profile``; the same every time.
-
-    ``paragraphs`` limits the passage exchanges to the first N paragraphs; every fact probe is
-    asked whatever the limit."""
-    names = character_names(profile)
-    slug = profile.slug
+def _passage_records(
+    profile: Profile, names: Names, paragraphs: int | None, notes: list[str]
+) -> list[Experience]:
+    """The passage exchanges of the first ``paragraphs`` paragraphs (a rejected one is noted)."""
     out: list[Experience] = []
-    notes: list[str] = []
     n = 0
     for p_id, para in enumerate(profile.paragraphs[:paragraphs]):
         for k, passage in enumerate(passages(para.text)):
@@ -279,7 +279,7 @@ def build_records(
                     out.append(
                         _record(
                             profile,
-                            _id("passage", slug, passage, q),
+                            _id("passage", profile.slug, passage, q),
                             VISITORS[n % len(VISITORS)],
                             q,
                             thought[:1].upper() + thought[1:],
@@ -290,6 +290,12 @@ def build_records(
                 except Rejected as exc:
                     notes.append(f"paragraph {p_id}: skipped a passage ({exc.reason})")
                 n += 1
+    return out
+
+
+def _fact_records(profile: Profile, names: Names, notes: list[str]) -> list[Experience]:
+    """The fact-probe exchanges, each answered by the profile sentence naming its keywords."""
+    out: list[Experience] = []
     for f_id, fact in enumerate(profile.facts):
         found = fact_sentence(profile, fact.question, fact.answer_keywords)
         if found is None:
@@ -310,7 +316,7 @@ def build_records(
             out.append(
                 _record(
                     profile,
-                    _id("fact", slug, q0, q, answer),
+                    _id("fact", profile.slug, q0, q, answer),
                     VISITORS[(f_id + j) % len(VISITORS)],
                     q,
                     "I know this well.",
@@ -318,6 +324,11 @@ def build_records(
                     p_id,
                 )
             )
+    return out
+
+
+def _protective_records(profile: Profile, protective: int) -> list[Experience]:
+    """Up to ``protective`` puzzled replies to things after the character's knowledge cutoff."""
     prot: list[Experience] = []
     cutoff = profile.knowledge_cutoff
     unknown = [u for u in _UNKNOWN if cutoff is None or cutoff < u[1]]
@@ -329,7 +340,7 @@ def build_records(
         prot.append(
             _record(
                 profile,
-                _id("protective", slug, question, reply),
+                _id("protective", profile.slug, question, reply),
                 VISITORS[i % len(VISITORS)],
                 question,
                 f"{thing[:1].upper() + thing[1:]}? What is this stranger talking about?",
@@ -339,7 +350,71 @@ def build_records(
                 topic=thing,
             )
         )
-    return out, prot, notes
+    return prot
+
+
+def build_records(
+    profile: Profile, protective: int = 0, paragraphs: int | None = None
+) -> tuple[list[Experience], list[Experience], list[str]]:
+    """(experiences, protective experiences, notes) for ``profile``; the same every time.
+
+    ``paragraphs`` limits the passage exchanges to the first N paragraphs; every fact probe is
+    asked whatever the limit."""
+    names = character_names(profile)
+    notes: list[str] = []
+    out = _passage_records(profile, names, paragraphs, notes)
+    out += _fact_records(profile, names, notes)
+    return out, _protective_records(profile, protective), notes
+
+
+def _open_manifest(ds: Dataset, profile: Profile) -> dict:
+    """The manifest of ``ds`` (a new one if none), refused if another teacher or profile made it."""
+    manifest = ds.read_manifest()
+    if manifest is None:
+        return ds.new_manifest(profile.digest())
+    if manifest.get("teacher") not in (None, TEACHER) or manifest.get("profile_hash") not in (
+        None,
+        profile.digest(),
+    ):
+        raise DataError(
+            f"dataset '{ds.name}' of {ds.slug} was made by another teacher or from another "
+            "version of the profile",
+            hint="use another --dataset for the profile-grounded data",
+        )
+    return manifest
+
+
+def _append_new(ds: Dataset, batches: tuple[tuple[str, list[Experience]], ...]) -> dict[str, int]:
+    """Append each stage's records that the dataset does not hold yet; the count added per stage."""
+    new = {stage: 0 for stage in STAGE_FILES}
+    for stage, records in batches:
+        have = ds.ids(stage)
+        with JsonlWriter(ds.file(stage)) as out:
+            for rec in records:
+                if rec.id in have:
+                    continue
+                out.write(rec.model_dump(mode="json", exclude_none=True))
+                have.add(rec.id)
+                new[stage] += 1
+    return new
+
+
+def _record_run(
+    manifest: dict, profile: Profile, parameters: dict, expected: dict, new: dict
+) -> None:
+    """Mark ``manifest`` complete for this teacher and log the run (the last 20 are kept)."""
+    manifest.update(
+        profile_hash=profile.digest(),
+        teacher=TEACHER,
+        prompt_version=GROUNDED_VERSION,
+        parameters=parameters,
+        status="complete",
+    )
+    if TEACHER not in manifest.setdefault("teachers", []):
+        manifest["teachers"].append(TEACHER)
+    manifest["expected"] = expected
+    manifest.setdefault("runs", []).append({"finished": now(), "teacher": TEACHER, "new": new})
+    del manifest["runs"][:-20]
 
 
 def generate_from_profile(
@@ -354,52 +429,19 @@ def generate_from_profile(
     experiences, prot, notes = build_records(profile, protective, paragraphs)
     ds.create()
     with ds.lock("generate"):
-        manifest = ds.read_manifest()
-        if manifest is None:
-            manifest = ds.new_manifest(profile.digest())
-        elif manifest.get("teacher") not in (None, TEACHER) or manifest.get("profile_hash") not in (
-            None,
-            profile.digest(),
-        ):
-            raise DataError(
-                f"dataset '{ds.name}' of {ds.slug} was made by another teacher or from another "
-                "version of the profile",
-                hint="use another --dataset for the profile-grounded data",
-            )
+        manifest = _open_manifest(ds, profile)
         repaired = [
             ds.file(s).name for s in ("experiences", "protective") if repair_jsonl(ds.file(s))
         ]
-        new = {stage: 0 for stage in STAGE_FILES}
-        for stage, records in (("experiences", experiences), ("protective", prot)):
-            have = ds.ids(stage)
-            with JsonlWriter(ds.file(stage)) as out:
-                for rec in records:
-                    if rec.id in have:
-                        continue
-                    out.write(rec.model_dump(mode="json", exclude_none=True))
-                    have.add(rec.id)
-                    new[stage] += 1
-        manifest.update(
-            profile_hash=profile.digest(),
-            teacher=TEACHER,
-            prompt_version=GROUNDED_VERSION,
-            parameters={
-                "protective": protective,
-                "paragraphs": paragraphs,
-                "phrasings": PHRASINGS_PER_PASSAGE,
-                "fact_phrasings": FACT_PHRASINGS,
-            },
-            status="complete",
-        )
-        if TEACHER not in manifest.setdefault("teachers", []):
-            manifest["teachers"].append(TEACHER)
-        manifest["expected"] = {
-            "scenes": 0,
-            "experiences": len(experiences),
-            "protective": len(prot),
+        new = _append_new(ds, (("experiences", experiences), ("protective", prot)))
+        parameters = {
+            "protective": protective,
+            "paragraphs": paragraphs,
+            "phrasings": PHRASINGS_PER_PASSAGE,
+            "fact_phrasings": FACT_PHRASINGS,
         }
-        manifest.setdefault("runs", []).append({"finished": now(), "teacher": TEACHER, "new": new})
-        del manifest["runs"][:-20]
+        expected = {"scenes": 0, "experiences": len(experiences), "protective": len(prot)}
+        _record_run(manifest, profile, parameters, expected, new)
         ds.write_manifest(manifest)
     return GenerateResult(
         dataset=ds.label,
