@@ -92,71 +92,51 @@ def _read_header(path: str, size: int, mtime_ns: int, arrays: tuple[str, ...]) -
             want = min(limit, want * 4)
 
 
-def _parse_header(path: str, size: int, data: bytes, arrays: tuple[str, ...]) -> GGUFHeader:
-    pos = 0
+class _Reader:
+    """A cursor over the bytes read so far of a GGUF header; running off the end is _ShortHeader."""
 
-    def take(fmt: str):
-        nonlocal pos
+    def __init__(self, path: str, data: bytes, pos: int = 0) -> None:
+        self.path, self.data, self.pos = path, data, pos
+
+    def take(self, fmt: str):
         n = struct.calcsize(fmt)
-        if pos + n > len(data):
-            raise _ShortHeader(f"{path} is not a valid GGUF file (header cut short)")
-        (value,) = struct.unpack_from(fmt, data, pos)
-        pos += n
+        if self.pos + n > len(self.data):
+            raise _ShortHeader(f"{self.path} is not a valid GGUF file (header cut short)")
+        (value,) = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += n
         return value
 
-    def string() -> str:
-        nonlocal pos
-        n = take("<Q")
-        raw = data[pos : pos + n]
-        pos += n
+    def string(self) -> str:
+        n = self.take("<Q")
+        raw = self.data[self.pos : self.pos + n]
+        self.pos += n
         return raw.decode("utf-8", errors="replace")
 
-    def value(kind: int, keep: bool):
-        nonlocal pos
+    def value(self, kind: int, keep: bool):
+        """One metadata value; an array not kept is skipped and gives None."""
         if kind in _SCALARS:
-            return take(_SCALARS[kind])
+            return self.take(_SCALARS[kind])
         if kind == _STRING:
-            return string()
+            return self.string()
         if kind != _ARRAY:
-            raise ExportError(f"{path} is not a valid GGUF file (value type {kind})")
-        sub, count = take("<I"), take("<Q")
+            raise ExportError(f"{self.path} is not a valid GGUF file (value type {kind})")
+        sub, count = self.take("<I"), self.take("<Q")
         if keep:
-            return [value(sub, True) for _ in range(count)]
+            return [self.value(sub, True) for _ in range(count)]
         if sub in _SCALARS:
-            pos += struct.calcsize(_SCALARS[sub]) * count
+            self.pos += struct.calcsize(_SCALARS[sub]) * count
         elif sub == _STRING:
             for _ in range(count):
-                n = take("<Q")  # read before adding: ``pos += take()`` would use the old pos
-                pos += n
+                n = self.take("<Q")  # read before adding: ``pos += take()`` would use the old pos
+                self.pos += n
         else:
             for _ in range(count):
-                value(sub, False)
+                self.value(sub, False)
         return None
 
-    if data[:4] != b"GGUF":
-        raise ExportError(f"{path} is not a GGUF file")
-    pos = 4
-    take("<I")
-    n_tensors, n_kv = take("<Q"), take("<Q")
-    kv: dict[str, Any] = {}
-    kinds: dict[str, int] = {}
-    for _ in range(n_kv):
-        key = string()
-        kind = take("<I")
-        kinds[key] = kind
-        got = value(kind, key in arrays or kind != _ARRAY)
-        if got is not None:
-            kv[key] = got
-    tensors = {}
-    extents = []
-    for _ in range(n_tensors):
-        name = string()
-        dims = tuple(take("<Q") for _ in range(take("<I")))
-        kind = take("<I")
-        tensors[name] = (dims, kind)
-        extents.append((take("<Q"), dims, kind))
-    align = int(kv.get("general.alignment") or 32)
-    start = -(-pos // align) * align
+
+def _data_end(path: str, start: int, extents: list[tuple[int, tuple[int, ...], int]]) -> int:
+    """Where the last tensor's data ends, for tensor data that begins at ``start``."""
     end = start
     try:
         from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -169,6 +149,34 @@ def _parse_header(path: str, size: int, data: bytes, arrays: tuple[str, ...]) ->
             end = max(end, start + offset + n // block * type_size)
     except (KeyError, ValueError):
         raise ExportError(f"{path} is not a valid GGUF file (unknown tensor type)") from None
+    return end
+
+
+def _parse_header(path: str, size: int, data: bytes, arrays: tuple[str, ...]) -> GGUFHeader:
+    if data[:4] != b"GGUF":
+        raise ExportError(f"{path} is not a GGUF file")
+    r = _Reader(path, data, 4)
+    r.take("<I")
+    n_tensors, n_kv = r.take("<Q"), r.take("<Q")
+    kv: dict[str, Any] = {}
+    kinds: dict[str, int] = {}
+    for _ in range(n_kv):
+        key = r.string()
+        kind = r.take("<I")
+        kinds[key] = kind
+        got = r.value(kind, key in arrays or kind != _ARRAY)
+        if got is not None:
+            kv[key] = got
+    tensors = {}
+    extents = []
+    for _ in range(n_tensors):
+        name = r.string()
+        dims = tuple(r.take("<Q") for _ in range(r.take("<I")))
+        kind = r.take("<I")
+        tensors[name] = (dims, kind)
+        extents.append((r.take("<Q"), dims, kind))
+    align = int(kv.get("general.alignment") or 32)
+    end = _data_end(path, -(-r.pos // align) * align, extents)
     if end > size:
         raise ExportError(
             f"{path} is not a valid GGUF file (truncated: needs {end} bytes, has {size})"
