@@ -189,7 +189,6 @@ def _use_fallback_template(llm) -> None:
     with the fallback template training used for it (:mod:`charlite.chat_templates`)."""
     if llm.metadata.get("tokenizer.chat_template"):
         return
-    from llama_cpp import llama_chat_format
 
     def has_token(text: str) -> bool:
         ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -197,6 +196,13 @@ def _use_fallback_template(llm) -> None:
 
     template = fallback_for_vocab(has_token)
     llm.metadata["tokenizer.chat_template"] = template
+    set_chat_handler(llm, template)
+
+
+def set_chat_handler(llm, template: str) -> None:
+    """Have ``llm`` format its chats with the Jinja ``template`` (its own BOS/EOS filled in)."""
+    from llama_cpp import llama_chat_format
+
     eos, bos = llm.token_eos(), llm.token_bos()
     llm.chat_handler = llama_chat_format.Jinja2ChatFormatter(
         template=template,

@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charlite import roleplay
-from charlite.backends.llamacpp import _silence_llama_log, default_threads, quiet_native
+from charlite.backends.llamacpp import (
+    _silence_llama_log,
+    default_threads,
+    quiet_native,
+    set_chat_handler,
+)
 from charlite.errors import ExportError
 from charlite.gguf import check_adapter_matches_base, check_gguf, read_gguf_header
 
@@ -124,15 +129,7 @@ def _generate(
         ) from None
     if chat_template and not llm.metadata.get("tokenizer.chat_template"):
         # a base model without a template, trained with a fallback one: ask it that way
-        from llama_cpp import llama_chat_format
-
-        eos, bos = llm.token_eos(), llm.token_bos()
-        llm.chat_handler = llama_chat_format.Jinja2ChatFormatter(
-            template=chat_template,
-            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
-            stop_token_ids=[eos],
-        ).to_chat_handler()
+        set_chat_handler(llm, chat_template)
     try:
         out = llm.create_chat_completion(
             messages=messages, temperature=0.0, seed=0, repeat_penalty=1.15, max_tokens=max_tokens
@@ -158,6 +155,41 @@ def _base_reply(
     asked = [{"role": role, "content": content} for role, content in messages]
     _, reason, tokens = _generate(Path(path), None, asked, budget, False, chat_template)
     return reason, tokens
+
+
+def _base_verdict(
+    base: Path,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    chat_template: str | None,
+    cut: str,
+    problems: list[str],
+    warnings: list[str],
+) -> None:
+    """A reply that did not end: a problem if ``base`` alone ends within half the budget,
+    otherwise a warning (the rambling is the base's)."""
+    st = Path(base).stat()
+    base_reason, base_tokens = _base_reply(
+        str(Path(base).resolve()),
+        st.st_size,
+        st.st_mtime_ns,
+        tuple((m["role"], m["content"]) for m in messages),
+        max_tokens,
+        chat_template,
+    )
+    name = Path(base).name
+    if base_reason == "stop" and (base_tokens or 0) <= max_tokens // 2:
+        problems.insert(0, f"{cut}, where the base model {name} ends after {base_tokens} tokens")
+    elif base_reason == "stop":
+        warnings.append(
+            f"the reply did not end within {max_tokens} tokens; the base model {name} "
+            f"alone talks long too ({base_tokens} tokens)"
+        )
+    else:
+        warnings.append(
+            f"the reply did not end within {max_tokens} tokens, and neither does the base "
+            f"model {name} alone: the base rambles, not the training"
+        )
 
 
 def smoke_test(
@@ -203,30 +235,7 @@ def smoke_test(
         if base is None:
             problems.insert(0, cut)
         else:
-            st = Path(base).stat()
-            base_reason, base_tokens = _base_reply(
-                str(Path(base).resolve()),
-                st.st_size,
-                st.st_mtime_ns,
-                tuple((m["role"], m["content"]) for m in messages),
-                max_tokens,
-                chat_template,
-            )
-            name = Path(base).name
-            if base_reason == "stop" and (base_tokens or 0) <= max_tokens // 2:
-                problems.insert(
-                    0, f"{cut}, where the base model {name} ends after {base_tokens} tokens"
-                )
-            elif base_reason == "stop":
-                warnings.append(
-                    f"the reply did not end within {max_tokens} tokens; the base model {name} "
-                    f"alone talks long too ({base_tokens} tokens)"
-                )
-            else:
-                warnings.append(
-                    f"the reply did not end within {max_tokens} tokens, and neither does the base "
-                    f"model {name} alone: the base rambles, not the training"
-                )
+            _base_verdict(base, messages, max_tokens, chat_template, cut, problems, warnings)
     return SmokeResult(
         ok=not problems,
         model=Path(model).name,
