@@ -311,80 +311,100 @@ def _kind(data: dict) -> str:
     return "protective" if "protect" in source.lower() else "experience"
 
 
+def _from_scene(data: dict) -> SceneRecord:
+    """A Character-LLM scene record."""
+    return SceneRecord(
+        id=_record_id(data),
+        paragraph_id=data.get("paragraph_id")
+        if isinstance(data.get("paragraph_id"), int)
+        else None,
+        type=str(data.get("type") or "chat")[:40],
+        location=_text(data.get("location"), "location"),
+        background=_text(data.get("background"), "background"),
+        source="import:character-llm",
+    )
+
+
+def _from_experience(profile: Profile, data: dict) -> Experience:
+    """A Character-LLM experience record (a scene with its dialogue turns)."""
+    turns = []
+    for t in data["dialogue"]:
+        if not isinstance(t, dict):
+            raise BadRecord("a dialogue turn is not an object")
+        action = str(t.get("action") or "").strip().strip("()").lower() or None
+        if action not in (None, "thinking", "speaking"):
+            raise BadRecord(f"unknown action '{t.get('action')}'")
+        turns.append(roleplay.Turn(str(t.get("role") or ""), str(t.get("content") or ""), action))  # type: ignore[arg-type]
+    background = data.get("background") or data.get("status")
+    if not background and isinstance(data.get("setting"), list):
+        background = " ".join(str(s) for s in data["setting"])
+    scene = Scene(
+        location=_text(data.get("location"), "location"),
+        status=_text(background, "background"),
+    )
+    return _experience(profile, data, "character-llm", scene, turns, _kind(data))
+
+
+def _from_prompted(profile: Profile, data: dict, fmt: str) -> Experience:
+    """A Character-LLM prompted record (a system prompt and the labelled output)."""
+    prompt, output = (
+        _text(data.get("prompt"), "prompt"),
+        _text(data.get("output"), "output"),
+    )
+    scene = _scene_from_system(profile, prompt)
+    labels = [m.group("role").strip() for m in roleplay._CLLM_LINE.finditer(output)]
+    mine = next((label for label in labels if _is_character(profile, label)), None)
+    if mine is None:
+        raise BadRecord(f"{profile.short_name} never speaks in the output")
+    turns = roleplay.parse_character_llm_output(output, mine)
+    return _experience(profile, data, fmt, scene, turns, _kind(data))
+
+
+def _chat_messages(data: dict, fmt: str) -> list[dict[str, str]]:
+    """The role/content messages of a ShareGPT or OpenAI-style record."""
+    messages = []
+    if fmt == "sharegpt":
+        for m in data["conversations"]:
+            if not isinstance(m, dict) or not isinstance(m.get("value"), str):
+                raise BadRecord("a conversation turn has no 'value'")
+            role = SHAREGPT_ROLES.get(str(m.get("from", "")).lower())
+            if role is None:
+                raise BadRecord(f"unknown speaker '{m.get('from')}' (use human, gpt or system)")
+            messages.append({"role": role, "content": m["value"]})
+        if isinstance(data.get("system"), str):
+            messages.insert(0, {"role": "system", "content": data["system"]})
+        return messages
+    for m in data["messages"]:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise BadRecord("a message needs a role of system, user or assistant")
+        if not isinstance(m.get("content"), str):
+            raise BadRecord("a message has no text content")
+        messages.append({"role": m["role"], "content": m["content"]})
+    return messages
+
+
+def _from_chat(profile: Profile, data: dict, fmt: str) -> Experience:
+    """A chat-messages record (ShareGPT or OpenAI-style): the system message sets the scene."""
+    messages = _chat_messages(data, fmt)
+    system = next((m["content"] for m in messages if m["role"] == "system"), None)
+    scene = _scene_from_system(profile, system)
+    turns = roleplay.from_messages(
+        profile.short_name, [m for m in messages if m["role"] != "system"]
+    )
+    return _experience(profile, data, fmt, scene, turns, _kind(data))
+
+
 def convert(profile: Profile, data: Any) -> tuple[str, SceneRecord | Experience]:
     """One import record as a charlite record; raises :class:`BadRecord` with the reason."""
     fmt = detect(data)
     try:
         if fmt == "scene":
-            return "character-llm-scene", SceneRecord(
-                id=_record_id(data),
-                paragraph_id=data.get("paragraph_id")
-                if isinstance(data.get("paragraph_id"), int)
-                else None,
-                type=str(data.get("type") or "chat")[:40],
-                location=_text(data.get("location"), "location"),
-                background=_text(data.get("background"), "background"),
-                source="import:character-llm",
-            )
+            return "character-llm-scene", _from_scene(data)
         if fmt == "experience":
-            turns = []
-            for t in data["dialogue"]:
-                if not isinstance(t, dict):
-                    raise BadRecord("a dialogue turn is not an object")
-                action = str(t.get("action") or "").strip().strip("()").lower() or None
-                if action not in (None, "thinking", "speaking"):
-                    raise BadRecord(f"unknown action '{t.get('action')}'")
-                turns.append(
-                    roleplay.Turn(str(t.get("role") or ""), str(t.get("content") or ""), action)
-                )  # type: ignore[arg-type]
-            background = data.get("background") or data.get("status")
-            if not background and isinstance(data.get("setting"), list):
-                background = " ".join(str(s) for s in data["setting"])
-            scene = Scene(
-                location=_text(data.get("location"), "location"),
-                status=_text(background, "background"),
-            )
-            return "character-llm", _experience(
-                profile, data, "character-llm", scene, turns, _kind(data)
-            )
+            return "character-llm", _from_experience(profile, data)
         if fmt == "character-llm":
-            prompt, output = (
-                _text(data.get("prompt"), "prompt"),
-                _text(data.get("output"), "output"),
-            )
-            scene = _scene_from_system(profile, prompt)
-            labels = [m.group("role").strip() for m in roleplay._CLLM_LINE.finditer(output)]
-            mine = next((label for label in labels if _is_character(profile, label)), None)
-            if mine is None:
-                raise BadRecord(f"{profile.short_name} never speaks in the output")
-            turns = roleplay.parse_character_llm_output(output, mine)
-            return fmt, _experience(profile, data, fmt, scene, turns, _kind(data))
-        # chat messages: ShareGPT or OpenAI-style
-        if fmt == "sharegpt":
-            messages = []
-            for m in data["conversations"]:
-                if not isinstance(m, dict) or not isinstance(m.get("value"), str):
-                    raise BadRecord("a conversation turn has no 'value'")
-                role = SHAREGPT_ROLES.get(str(m.get("from", "")).lower())
-                if role is None:
-                    raise BadRecord(f"unknown speaker '{m.get('from')}' (use human, gpt or system)")
-                messages.append({"role": role, "content": m["value"]})
-            if isinstance(data.get("system"), str):
-                messages.insert(0, {"role": "system", "content": data["system"]})
-        else:
-            messages = []
-            for m in data["messages"]:
-                if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
-                    raise BadRecord("a message needs a role of system, user or assistant")
-                if not isinstance(m.get("content"), str):
-                    raise BadRecord("a message has no text content")
-                messages.append({"role": m["role"], "content": m["content"]})
-        system = next((m["content"] for m in messages if m["role"] == "system"), None)
-        scene = _scene_from_system(profile, system)
-        turns = roleplay.from_messages(
-            profile.short_name, [m for m in messages if m["role"] != "system"]
-        )
-        return fmt, _experience(profile, data, fmt, scene, turns, _kind(data))
+            return fmt, _from_prompted(profile, data, fmt)
+        return fmt, _from_chat(profile, data, fmt)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise BadRecord(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
@@ -406,13 +426,12 @@ class ImportResult:
     """(where, why) of each skipped record."""
 
 
-def import_file(profile: Profile, file: Path, dataset: Dataset) -> ImportResult:
-    """Import ``file`` into ``dataset``; bad records are skipped and listed in the result."""
-    file = Path(file)
-    items = read_items(file)
+def _convert_all(
+    profile: Profile, file: Path, result: ImportResult
+) -> list[tuple[str, SceneRecord | Experience]]:
+    """Every record of ``file`` that converts (the rest noted in ``result.bad``); none is an error."""
     converted: list[tuple[str, SceneRecord | Experience]] = []
-    result = ImportResult(dataset.label, str(dataset.path))
-    for item in items:
+    for item in read_items(file):
         try:
             fmt, record = convert(profile, item.data)
         except BadRecord as exc:
@@ -425,6 +444,45 @@ def import_file(profile: Profile, file: Path, dataset: Dataset) -> ImportResult:
             f"{file}: no record could be imported{first}",
             hint="import Character-LLM scenes/experiences/prompted JSONL, ShareGPT or messages JSONL",
         )
+    return converted
+
+
+def _append_records(
+    dataset: Dataset,
+    converted: list[tuple[str, SceneRecord | Experience]],
+    result: ImportResult,
+) -> Counter[str]:
+    """Append the records ``dataset`` does not hold yet to their stage files; per format, how many."""
+    seen = {stage: dataset.ids(stage) for stage in ("scenes", "experiences", "protective")}
+    writers: dict[str, JsonlWriter] = {}
+    formats: Counter[str] = Counter()
+    try:
+        for fmt, record in converted:
+            stage = (
+                "scenes"
+                if isinstance(record, SceneRecord)
+                else ("protective" if record.kind == "protective" else "experiences")
+            )
+            if record.id in seen[stage]:
+                result.duplicates += 1
+                continue
+            seen[stage].add(record.id)
+            if stage not in writers:
+                writers[stage] = JsonlWriter(dataset.file(stage))
+            writers[stage].write(record.model_dump(mode="json"))
+            result.records[stage] = result.records.get(stage, 0) + 1
+            formats[fmt] += 1
+    finally:
+        for w in writers.values():
+            w.close()
+    return formats
+
+
+def import_file(profile: Profile, file: Path, dataset: Dataset) -> ImportResult:
+    """Import ``file`` into ``dataset``; bad records are skipped and listed in the result."""
+    file = Path(file)
+    result = ImportResult(dataset.label, str(dataset.path))
+    converted = _convert_all(profile, file, result)
     existed = dataset.path.exists()
     dataset.create()
     try:
@@ -432,28 +490,7 @@ def import_file(profile: Profile, file: Path, dataset: Dataset) -> ImportResult:
             manifest = dataset.read_manifest() or dataset.new_manifest(profile.digest())
             for stage in ("scenes", "experiences", "protective"):
                 repair_jsonl(dataset.file(stage))
-            seen = {stage: dataset.ids(stage) for stage in ("scenes", "experiences", "protective")}
-            writers: dict[str, JsonlWriter] = {}
-            formats: Counter[str] = Counter()
-            try:
-                for fmt, record in converted:
-                    stage = (
-                        "scenes"
-                        if isinstance(record, SceneRecord)
-                        else ("protective" if record.kind == "protective" else "experiences")
-                    )
-                    if record.id in seen[stage]:
-                        result.duplicates += 1
-                        continue
-                    seen[stage].add(record.id)
-                    if stage not in writers:
-                        writers[stage] = JsonlWriter(dataset.file(stage))
-                    writers[stage].write(record.model_dump(mode="json"))
-                    result.records[stage] = result.records.get(stage, 0) + 1
-                    formats[fmt] += 1
-            finally:
-                for w in writers.values():
-                    w.close()
+            formats = _append_records(dataset, converted, result)
             result.formats = dict(formats)
             manifest.setdefault("sources", []).append(
                 {
