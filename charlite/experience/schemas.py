@@ -178,6 +178,54 @@ def teacher_schema(model: type[BaseModel]) -> dict:
 PERSON_MAX = 30
 
 
+def _turn(role: dict, actions: list[str], content: dict) -> dict:
+    """The schema of one dialogue turn: this role, one of these actions, the content as given."""
+    return {
+        "type": "object",
+        "properties": {
+            "role": role,
+            "action": {"type": "string", "enum": actions},
+            "content": content,
+        },
+        "required": ["role", "action", "content"],
+        "additionalProperties": False,
+    }
+
+
+def _any_turn(me: dict, other_role: dict, content: dict) -> dict:
+    """A turn of the character (thinking or speaking) or of another person (speaking only)."""
+    return {
+        "anyOf": [
+            _turn(me, ["thinking", "speaking"], content),
+            _turn(other_role, ["speaking"], content),
+        ]
+    }
+
+
+def _shaped_dialogue(dialogue: dict, me: dict, other_role: dict, content: dict) -> dict:
+    """One fixed-length tuple schema per allowed length: someone else opens, the character
+    thinks, then speaks; then anyone, up to the maximum."""
+    anyone = _any_turn(me, other_role, content)
+    opening = [
+        _turn(other_role, ["speaking"], content),
+        _turn(me, ["thinking"], content),
+        _turn(me, ["speaking"], content),
+    ]
+    low, high = dialogue.get("minItems", MIN_TURNS), dialogue.get("maxItems", MAX_TURNS)
+    return {
+        "anyOf": [
+            {
+                "type": "array",
+                "prefixItems": opening + [anyone] * (n - len(opening)),
+                "items": False,
+                "minItems": n,
+                "maxItems": n,
+            }
+            for n in range(max(low, len(opening)), high + 1)
+        ]
+    }
+
+
 def teacher_schema_for(
     model: type[BaseModel],
     character: str,
@@ -203,46 +251,17 @@ def teacher_schema_for(
     dialogue = schema["properties"].get("dialogue")
     if dialogue is None:
         return schema
-    item = dialogue["items"]
-    content = item["properties"]["content"]
+    content = dialogue["items"]["properties"]["content"]
     other_role: dict = (
         {"type": "string", "enum": list(others)}
         if others
         else {"type": "string", "minLength": 1, "maxLength": PERSON_MAX}
     )
-
-    def turn(role: dict, actions: list[str]) -> dict:
-        return {
-            "type": "object",
-            "properties": {
-                "role": role,
-                "action": {"type": "string", "enum": actions},
-                "content": content,
-            },
-            "required": ["role", "action", "content"],
-            "additionalProperties": False,
-        }
-
     me = {"type": "string", "enum": [character]}
-    anyone = {"anyOf": [turn(me, ["thinking", "speaking"]), turn(other_role, ["speaking"])]}
     if not shaped:
-        dialogue["items"] = anyone
+        dialogue["items"] = _any_turn(me, other_role, content)
         return schema
-    # someone else opens, the character thinks, then speaks; then anyone, up to the maximum
-    opening = [turn(other_role, ["speaking"]), turn(me, ["thinking"]), turn(me, ["speaking"])]
-    low, high = dialogue.get("minItems", MIN_TURNS), dialogue.get("maxItems", MAX_TURNS)
-    schema["properties"]["dialogue"] = {
-        "anyOf": [
-            {
-                "type": "array",
-                "prefixItems": opening + [anyone] * (n - len(opening)),
-                "items": False,
-                "minItems": n,
-                "maxItems": n,
-            }
-            for n in range(max(low, len(opening)), high + 1)
-        ]
-    }
+    schema["properties"]["dialogue"] = _shaped_dialogue(dialogue, me, other_role, content)
     people = schema["properties"].get("people")
     if people is not None:
         people["items"]["maxLength"] = min(people["items"].get("maxLength", PERSON_MAX), PERSON_MAX)
