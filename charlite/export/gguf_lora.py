@@ -168,9 +168,8 @@ def _check_config_types(config: dict, path: Path) -> None:
             )
 
 
-def read_peft_adapter(adapter_dir: Path) -> PeftAdapter:
-    """The LoRA matrices of a peft ``save_pretrained`` folder, as float32 numpy arrays."""
-    adapter_dir = Path(adapter_dir)
+def _read_adapter_config(adapter_dir: Path) -> tuple[dict, Path]:
+    """(the checked config of a plain-LoRA peft folder, its weights file)."""
     config_path = adapter_dir / "adapter_config.json"
     weights = next((adapter_dir / n for n in ADAPTER_WEIGHTS if (adapter_dir / n).is_file()), None)
     if not adapter_dir.is_dir() or not config_path.is_file() or weights is None:
@@ -190,10 +189,11 @@ def read_peft_adapter(adapter_dir: Path) -> PeftAdapter:
         raise ExportError(f"not supported yet: {peft_type} adapters (only LoRA)")
     if config.get("use_dora"):
         raise ExportError("not supported yet: DoRA adapters (llama.cpp loads plain LoRA)")
-    r = int(config.get("r") or 0)
-    alpha = float(config.get("lora_alpha") or r or 1)
-    rslora = bool(config.get("use_rslora"))
-    tensors = read_safetensors(weights)
+    return config, weights
+
+
+def _lora_pairs(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Module name -> {"A": lora_A, "B": lora_B}; any other tensor is not supported."""
     pairs: dict[str, dict[str, np.ndarray]] = {}
     for key, value in tensors.items():
         stripped = key
@@ -209,6 +209,17 @@ def read_peft_adapter(adapter_dir: Path) -> PeftAdapter:
                 hint="train without modules_to_save",
             )
         pairs.setdefault(m.group("module"), {})[m.group("ab")] = value
+    return pairs
+
+
+def read_peft_adapter(adapter_dir: Path) -> PeftAdapter:
+    """The LoRA matrices of a peft ``save_pretrained`` folder, as float32 numpy arrays."""
+    adapter_dir = Path(adapter_dir)
+    config, weights = _read_adapter_config(adapter_dir)
+    r = int(config.get("r") or 0)
+    alpha = float(config.get("lora_alpha") or r or 1)
+    rslora = bool(config.get("use_rslora"))
+    pairs = _lora_pairs(read_safetensors(weights))
     modules = []
     for name, pair in pairs.items():
         if set(pair) != {"A", "B"}:
