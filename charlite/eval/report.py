@@ -51,22 +51,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(summary: dict[str, Any], charts: list[str] = ()) -> str:
-    labels = [f["label"] for f in summary["files"]]
-    out = ["# charlite evaluation", ""]
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    judge = f"`{summary['judge']}`" if summary.get("judge") else "none (checks only)"
-    out.append(f"Judge: {judge} · {len(labels)} result file(s) · {when}")
-    if summary.get("limit"):
-        out.append(f"Judged only the first {summary['limit']} replies of each file.")
-    out.append("")
-    out.append(
-        "Scores are means on a 1–7 scale with a 95% bootstrap interval and the number of "
-        "judgements; unscored judgements (the judge never gave a valid score) are counted "
-        "apart and never averaged. Check rates are shares of replies."
-    )
-    out += ["", "## Files", ""]
-    out.append(
+def _files_section(summary: dict[str, Any]) -> list[str]:
+    return [
+        "",
+        "## Files",
+        "",
         _table(
             ["file", "character", "model", "mode", "format", "replies", "judged"],
             [
@@ -81,28 +70,50 @@ def render_markdown(summary: dict[str, Any], charts: list[str] = ()) -> str:
                 ]
                 for f in summary["files"]
             ],
-        )
+        ),
+    ]
+
+
+def _scores_sections(summary: dict[str, Any], labels: list[str]) -> list[str]:
+    """The judge's scores by dimension, then by topic where any topic was scored."""
+    out = ["", "## Scores by dimension", ""]
+    rows = [
+        [dim] + [_cell(summary["scores"][lb].get(dim)) for lb in labels]
+        for dim in summary["dimensions"]
+    ]
+    out.append(_table(["dimension"] + labels, rows))
+    topics = sorted({t for lb in labels for t in summary["topics"].get(lb, {})})
+    if topics:
+        out += ["", "## Scores by topic", ""]
+        rows = []
+        for topic in topics:
+            for dim in summary["dimensions"]:
+                cells = [
+                    _cell(summary["topics"].get(lb, {}).get(topic, {}).get(dim)) for lb in labels
+                ]
+                if any(c != "–" for c in cells):
+                    rows.append([TOPIC_TITLES.get(topic, topic), dim] + cells)
+        out.append(_table(["topic", "dimension"] + labels, rows))
+    return out
+
+
+def render_markdown(summary: dict[str, Any], charts: list[str] = ()) -> str:
+    labels = [f["label"] for f in summary["files"]]
+    out = ["# charlite evaluation", ""]
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    judge = f"`{summary['judge']}`" if summary.get("judge") else "none (checks only)"
+    out.append(f"Judge: {judge} · {len(labels)} result file(s) · {when}")
+    if summary.get("limit"):
+        out.append(f"Judged only the first {summary['limit']} replies of each file.")
+    out.append("")
+    out.append(
+        "Scores are means on a 1–7 scale with a 95% bootstrap interval and the number of "
+        "judgements; unscored judgements (the judge never gave a valid score) are counted "
+        "apart and never averaged. Check rates are shares of replies."
     )
+    out += _files_section(summary)
     if summary.get("judge"):
-        out += ["", "## Scores by dimension", ""]
-        rows = [
-            [dim] + [_cell(summary["scores"][lb].get(dim)) for lb in labels]
-            for dim in summary["dimensions"]
-        ]
-        out.append(_table(["dimension"] + labels, rows))
-        topics = sorted({t for lb in labels for t in summary["topics"].get(lb, {})})
-        if topics:
-            out += ["", "## Scores by topic", ""]
-            rows = []
-            for topic in topics:
-                for dim in summary["dimensions"]:
-                    cells = [
-                        _cell(summary["topics"].get(lb, {}).get(topic, {}).get(dim))
-                        for lb in labels
-                    ]
-                    if any(c != "–" for c in cells):
-                        rows.append([TOPIC_TITLES.get(topic, topic), dim] + cells)
-            out.append(_table(["topic", "dimension"] + labels, rows))
+        out += _scores_sections(summary, labels)
     out += ["", "## Deterministic checks", ""]
     rows = [
         [CHECK_TITLES.get(name, name)]
