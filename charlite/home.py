@@ -112,6 +112,11 @@ class CharacterPaths:
         return _subdirs(self.root / "exports")
 
 
+def choices_hint(have: list[str], listing: str, otherwise: str) -> str:
+    """The hint for a missing name: ``listing: a, b`` of the ones there are, else ``otherwise``."""
+    return f"{listing}: {', '.join(have)}" if have else otherwise
+
+
 def _subdirs(path: Path) -> list[str]:
     if not path.is_dir():
         return []

@@ -24,7 +24,7 @@ from charlite import __version__
 from charlite.errors import DataError, StorageError
 from charlite.experience.schemas import DATASET_FORMAT, STAGE_FILES, Experience, SceneRecord
 from charlite.files import read_json, read_jsonl, write_json_atomic
-from charlite.home import CharacterPaths, check_name, ensure_dir
+from charlite.home import CharacterPaths, check_name, choices_hint, ensure_dir
 
 FAILURES_FILE = "failures.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -73,11 +73,10 @@ class Dataset:
 
     def require(self) -> Dataset:
         if not self.exists():
-            existing = CharacterPaths.of(self.slug).datasets()
-            hint = (
-                f"its datasets: {', '.join(existing)}"
-                if existing
-                else f"run 'charlite generate {self.slug}' or 'charlite data import {self.slug} FILE'"
+            hint = choices_hint(
+                CharacterPaths.of(self.slug).datasets(),
+                "its datasets",
+                f"run 'charlite generate {self.slug}' or 'charlite data import {self.slug} FILE'",
             )
             raise DataError(f"{self.slug} has no dataset '{self.name}'", hint=hint)
         return self

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from charlite.errors import DataError, NotFoundError
 from charlite.experience.schemas import Experience
 from charlite.files import read_json, read_jsonl
-from charlite.home import CharacterPaths
+from charlite.home import CharacterPaths, choices_hint
 from charlite.profile import Profile
 
 TRAIN_FILES = ("experiences.jsonl", "protective.jsonl")
@@ -78,11 +78,10 @@ def load_training_data(profile: Profile, dataset: str = "default") -> TrainingDa
     paths = CharacterPaths.of(profile.slug)
     folder = paths.dataset(dataset)
     if not folder.is_dir():
-        have = paths.datasets()
-        hint = (
-            f"datasets of {profile.slug}: {', '.join(have)}"
-            if have
-            else f"make one with 'charlite generate {profile.slug}' or 'charlite data import {profile.slug} FILE'"
+        hint = choices_hint(
+            paths.datasets(),
+            f"datasets of {profile.slug}",
+            f"make one with 'charlite generate {profile.slug}' or 'charlite data import {profile.slug} FILE'",
         )
         raise NotFoundError(f"{profile.slug} has no dataset '{dataset}'", hint=hint)
 

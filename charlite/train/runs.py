@@ -19,7 +19,7 @@ from typing import Any
 
 from charlite.errors import DataError, NotFoundError, TrainingError
 from charlite.files import read_json
-from charlite.home import CharacterPaths, check_name
+from charlite.home import CharacterPaths, check_name, choices_hint
 
 RUN_FORMAT = 1
 RUN_KIND = "charlite-run"
@@ -111,11 +111,8 @@ def load_run(slug: str, run_id: str) -> Run:
     folder = paths.run(run_id)
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
-        have = paths.runs()
-        hint = (
-            f"runs of {slug}: {', '.join(have)}"
-            if have
-            else f"train one with 'charlite train {slug}'"
+        hint = choices_hint(
+            paths.runs(), f"runs of {slug}", f"train one with 'charlite train {slug}'"
         )
         raise NotFoundError(f"{slug} has no run '{run_id}'", hint=hint)
     try:
