@@ -30,6 +30,15 @@ class GenParams:
     def with_(self, **changes: Any) -> GenParams:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    def seed_and_stop(self) -> dict[str, Any]:
+        """``seed`` and ``stop`` as an HTTP request carries them, each only when set."""
+        out: dict[str, Any] = {}
+        if self.seed is not None:
+            out["seed"] = self.seed
+        if self.stop:
+            out["stop"] = list(self.stop)
+        return out
+
 
 CHAT_PARAMS = GenParams(temperature=0.7, top_p=0.95, max_tokens=200, repeat_penalty=1.15)
 """Sampling for a character's replies: chat, the API server, and exported Modelfiles."""

@@ -84,11 +84,8 @@ class OllamaBackend(Backend):
             "top_p": p.top_p,
             "num_predict": p.max_tokens,
             "repeat_penalty": p.repeat_penalty,
+            **p.seed_and_stop(),
         }
-        if p.seed is not None:
-            opts["seed"] = p.seed
-        if p.stop:
-            opts["stop"] = list(p.stop)
         return opts
 
     def stream(self, messages: Messages, params: GenParams | None = None) -> Iterator[Delta]:

@@ -44,11 +44,8 @@ class OpenAIBackend(Backend):
             "temperature": p.temperature,
             "top_p": p.top_p,
             "max_tokens": p.max_tokens,
+            **p.seed_and_stop(),
         }
-        if p.seed is not None:
-            body["seed"] = p.seed
-        if p.stop:
-            body["stop"] = list(p.stop)
         if p.repeat_penalty and p.repeat_penalty != 1.0:
             body["repeat_penalty"] = (
                 p.repeat_penalty
