@@ -118,7 +118,7 @@ def test_batched_text_is_identical_to_decoding_alone(backend):
 
 @pytest.mark.slow
 def test_engine_matches_the_single_sequence_chat_path(backend):
-    """Same sampler chain as llama-cpp-python's Llama: greedy text equals backend.chat's."""
+    """Same sampler chain as llama-cpp-python's Llama: greedy text equals backend.complete's."""
     plain = get_backend("embedded")  # shares the loaded model; not routed through the batch
     for question, n in QUESTIONS[:3]:
         params = GenParams(temperature=0.0, seed=3, max_tokens=n)

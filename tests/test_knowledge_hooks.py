@@ -30,15 +30,15 @@ def beethoven():
 
 @pytest.fixture
 def sent(monkeypatch):
-    """The messages of every chat the real backend is asked for."""
+    """The messages of every completion the real backend is asked for."""
     calls: list[list[dict]] = []
-    original = LlamaCppBackend.chat
+    original = LlamaCppBackend.complete
 
-    def chat(self, messages, params=None, schema=None):
+    def complete(self, messages, params=None, schema=None):
         calls.append([dict(m) for m in messages])
         return original(self, messages, params, schema)
 
-    monkeypatch.setattr(LlamaCppBackend, "chat", chat)
+    monkeypatch.setattr(LlamaCppBackend, "complete", complete)
     return calls
 
 
