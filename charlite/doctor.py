@@ -25,6 +25,8 @@ from pathlib import Path
 
 from charlite import __version__
 from charlite.backends import GenParams, get_backend
+from charlite.backends.base import DEFAULT_CTX
+from charlite.backends.batching import ENV_PARALLEL, gguf_kv_bytes_per_token, parallel_setting
 from charlite.errors import CharliteError
 from charlite.gguf import check_gguf
 from charlite.home import charlite_home
@@ -315,9 +317,6 @@ def check_home() -> Check:
 
 def check_parallel(path: Path | None) -> Check:
     """How many sequences local models decode together (continuous batching)."""
-    from charlite.backends.base import DEFAULT_CTX
-    from charlite.backends.batching import ENV_PARALLEL, gguf_kv_bytes_per_token, parallel_setting
-
     per_token = None
     if path is not None:
         try:

@@ -16,7 +16,12 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from charlite import characters
+from charlite.doctor import _ollama_url
 from charlite.errors import CharliteError
+from charlite.pulled import pulled_models
+from charlite.spec import EMBEDDED_DESCRIPTION, embedded_model_path
+from charlite.voices import export_manifests
 
 OLLAMA_TIMEOUT = 1.0
 
@@ -34,8 +39,6 @@ class ModelEntry:
 
 
 def embedded() -> list[ModelEntry]:
-    from charlite.spec import EMBEDDED_DESCRIPTION, embedded_model_path
-
     try:
         path = embedded_model_path()
     except CharliteError as exc:
@@ -47,8 +50,6 @@ def embedded() -> list[ModelEntry]:
 
 
 def pulled() -> list[ModelEntry]:
-    from charlite.pulled import pulled_models
-
     return [
         ModelEntry(
             "pulled",
@@ -102,8 +103,6 @@ def hf_cache() -> list[ModelEntry]:
 
 def ollama_tags(timeout: float = OLLAMA_TIMEOUT) -> tuple[list[ModelEntry], str | None]:
     """The tags of the Ollama server (OLLAMA_HOST), or ([], why not)."""
-    from charlite.doctor import _ollama_url
-
     url = _ollama_url()
     try:
         with urllib.request.urlopen(f"{url}/api/tags", timeout=timeout) as resp:  # noqa: S310
@@ -131,9 +130,6 @@ def ollama_tags(timeout: float = OLLAMA_TIMEOUT) -> tuple[list[ModelEntry], str 
 
 
 def exports() -> list[ModelEntry]:
-    from charlite import characters
-    from charlite.voices import export_manifests
-
     found = []
     for slug in characters.character_refs():
         with contextlib.suppress(CharliteError):

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from charlite import settings
+from charlite import roleplay, settings
 from charlite.errors import CharliteError
+from charlite.files import read_json
+from charlite.home import CharacterPaths
 
 if TYPE_CHECKING:
     from charlite.profile import Profile
@@ -273,9 +275,6 @@ def use_knowledge(mode: str, profile: Profile, resolved: ResolvedModel) -> bool:
 
 def trained_run_manifest(profile: Profile, resolved: ResolvedModel) -> dict | None:
     """The run manifest behind the export a chat uses, when it is one of the character's."""
-    from charlite.files import read_json
-    from charlite.home import CharacterPaths
-
     paths = CharacterPaths.of(profile.slug)
     for file in (resolved.lora, resolved.path):
         if file is None:
@@ -320,8 +319,6 @@ def recall_into_messages(
         return []
     if not use_knowledge(mode or default_knowledge_mode(), profile, resolved):
         return []
-    from charlite import roleplay
-
     system = messages[0]["content"] if messages[0].get("role") == "system" else ""
     in_system = [t for t in profile.paragraph_texts() if t.strip() and t.strip() in system]
     lines = messages[-1]["content"].split("\n")

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from charlite.errors import CharliteError
+from charlite.files import write_json_atomic
 from charlite.home import charlite_home
+from charlite.spec import parse_spec
 
 CONFIG_FILE = "config.json"
 KNOWLEDGE_MODES = ("auto", "always", "off")
@@ -32,8 +34,6 @@ class SettingError(CharliteError):
 
 
 def _spec(text: str) -> str:
-    from charlite.spec import parse_spec
-
     parse_spec(text)  # raises SpecError with the forms it accepts
     return text.strip()
 
@@ -153,8 +153,6 @@ def read_config() -> dict[str, Any]:
 
 
 def _write_config(data: dict[str, Any]) -> None:
-    from charlite.files import write_json_atomic
-
     write_json_atomic(config_path(), data)
 
 

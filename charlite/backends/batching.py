@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from charlite.backends.base import Completion, Delta, GenParams
+from charlite.backends.base import Batching, Completion, Delta, GenParams
 from charlite.errors import CharliteError, ContextFullError, ModelError, PromptTooLongError
 
 ENV_PARALLEL = "CHARLITE_PARALLEL"
@@ -699,8 +699,6 @@ def concurrency(backend, parallel: int | None = None) -> int:
     A :class:`~charlite.backends.base.Batching` backend (llama.cpp) starts routing its calls
     through the shared batch; other backends answer one call at a time here.
     """
-    from charlite.backends.base import Batching
-
     if isinstance(backend, Batching):
         return backend.enable_batching(parallel)
     return 1

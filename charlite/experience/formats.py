@@ -29,6 +29,8 @@ from pydantic import ValidationError
 from charlite import roleplay
 from charlite.errors import DataError
 from charlite.experience.dataset import Dataset, now
+from charlite.experience.pipeline import _remove_if_empty
+from charlite.experience.records import is_character
 from charlite.experience.schemas import DialogueTurn, Experience, SceneRecord
 from charlite.files import JsonlWriter, read_text_file, repair_jsonl
 from charlite.profile import Profile, Scene
@@ -252,8 +254,6 @@ def _text(value: Any, what: str) -> str:
 
 
 def _is_character(profile: Profile, label: str) -> bool:
-    from charlite.experience.records import is_character
-
     return is_character(profile, label)
 
 
@@ -508,8 +508,6 @@ def import_file(profile: Profile, file: Path, dataset: Dataset) -> ImportResult:
             dataset.write_manifest(manifest)
     except BaseException:
         if not existed:
-            from charlite.experience.pipeline import _remove_if_empty
-
             _remove_if_empty(dataset.path)
         raise
     return result

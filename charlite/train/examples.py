@@ -27,6 +27,7 @@ from typing import Any
 from charlite import roleplay
 from charlite.errors import DataError
 from charlite.experience.schemas import Experience
+from charlite.knowledge import recall as recall_for
 from charlite.profile import Profile
 
 IGNORE = -100
@@ -77,7 +78,6 @@ def experience_messages(
     question carries the profile paragraphs recalled for it, as in a chat with knowledge on."""
     recall = None
     if knowledge:
-        from charlite.knowledge import recall as recall_for
 
         def recall(question: str) -> list[str]:
             return recall_for(profile, question)
