@@ -114,3 +114,23 @@ def leftovers(folder: Path) -> list[str]:
     if not folder.exists():
         return []
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def run_export(*args):
+    """``charlite export ARGS`` in-process: the result and its ``error:`` lines."""
+    from click.testing import CliRunner
+
+    from charlite.cli import cli
+
+    result = CliRunner().invoke(cli, ["export", *args])
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    return result, errors
+
+
+def assert_one_error_line(result, errors, *needles) -> None:
+    """Exit 1 with exactly one ``error:`` line holding every needle, and no traceback."""
+    assert result.exit_code == 1, result.output
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in errors[0], errors[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers_export import leftovers, random_adapter, write_run
+from helpers_export import assert_one_error_line, leftovers, random_adapter, run_export, write_run
 
 from charlite.cli import cli
 from charlite.errors import ExportError
@@ -35,18 +35,18 @@ def _hf_folder(path: Path, config: dict) -> Path:
     return path
 
 
-def _export(*args):
-    result = CliRunner().invoke(cli, ["export", *args])
-    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
-    return result, errors
-
-
-def _one_line(result, errors, *needles):
-    assert result.exit_code == 1, result.output
-    assert len(errors) == 1, result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in errors[0], errors[0]
+def _hf_run(home: Path, folder: Path, adapter: Path, *, base_spec: str | None = None, **extra):
+    """Run r1 of beethoven: an hf: base in ``folder`` (no GGUF of it yet) and ``adapter``."""
+    return write_run(
+        home,
+        "beethoven",
+        "r1",
+        adapter=adapter,
+        base_gguf=None,
+        base_dir=folder,
+        base_spec=base_spec or f"hf:{folder}",
+        **extra,
+    )
 
 
 def _no_export_files(home: Path) -> None:
@@ -55,7 +55,7 @@ def _no_export_files(home: Path) -> None:
     assert [p for p in leftovers(cache) if (cache / p).is_file()] == []
 
 
-def test_base_gguf_of_another_model_is_one_line(charlite_home, embedded_path, tmp_path):
+def test_base_gguf_of_another_model_isassert_one_error_line(charlite_home, embedded_path, tmp_path):
     qwen = _hf_folder(
         tmp_path / "qwen",
         {
@@ -66,18 +66,9 @@ def test_base_gguf_of_another_model_is_one_line(charlite_home, embedded_path, tm
         },
     )
     adapter = random_adapter(tmp_path / "a", dims={"hidden": 64, "kv": 32, "ffn": 128, "layers": 2})
-    write_run(
-        charlite_home,
-        "beethoven",
-        "r1",
-        adapter=adapter,
-        base_gguf=None,
-        base_dir=qwen,
-        base_spec=f"hf:{qwen}",
-        architecture="qwen2",
-    )
-    result, errors = _export("beethoven", "--base-gguf", str(embedded_path), "--adapter-only")
-    _one_line(
+    _hf_run(charlite_home, qwen, adapter, architecture="qwen2")
+    result, errors = run_export("beethoven", "--base-gguf", str(embedded_path), "--adapter-only")
+    assert_one_error_line(
         result,
         errors,
         f"{embedded_path.name} is another model than the base of run 'r1'",
@@ -90,17 +81,9 @@ def test_base_gguf_of_another_model_is_one_line(charlite_home, embedded_path, tm
 
 def test_base_gguf_that_does_not_exist(charlite_home, tmp_path):
     folder = _hf_folder(tmp_path / "m", SMOLLM_CONFIG)
-    write_run(
-        charlite_home,
-        "beethoven",
-        "r1",
-        adapter=random_adapter(tmp_path / "a"),
-        base_gguf=None,
-        base_dir=folder,
-        base_spec=f"hf:{folder}",
-    )
-    result, errors = _export("beethoven", "--base-gguf", str(tmp_path / "nope.gguf"))
-    _one_line(result, errors, "nope.gguf does not exist")
+    _hf_run(charlite_home, folder, random_adapter(tmp_path / "a"))
+    result, errors = run_export("beethoven", "--base-gguf", str(tmp_path / "nope.gguf"))
+    assert_one_error_line(result, errors, "nope.gguf does not exist")
     _no_export_files(charlite_home)
 
 
@@ -109,15 +92,7 @@ def test_base_gguf_pairs_an_hf_run_without_conversion(charlite_home, embedded_pa
     """A SmolLM2 hf: run (its folder has no weights at all) exports over the embedded GGUF of the
     same model; the settings key works like the flag."""
     folder = _hf_folder(tmp_path / "smollm2", SMOLLM_CONFIG)
-    run = write_run(
-        charlite_home,
-        "beethoven",
-        "r1",
-        adapter=random_adapter(tmp_path / "a"),
-        base_gguf=None,
-        base_dir=folder,
-        base_spec=f"hf:{folder}",
-    )
+    run = _hf_run(charlite_home, folder, random_adapter(tmp_path / "a"))
     result = CliRunner().invoke(
         cli, ["export", "beethoven", "--base-gguf", str(embedded_path), "--adapter-only"]
     )
@@ -141,7 +116,7 @@ def test_base_gguf_pairs_an_hf_run_without_conversion(charlite_home, embedded_pa
 
 
 @pytest.mark.slow
-def test_architecture_llama_cpp_cannot_convert_is_one_line(charlite_home, tmp_path):
+def test_architecture_llama_cpp_cannot_convert_isassert_one_error_line(charlite_home, tmp_path):
     from charlite.export.llamacpp_convert import find_converter
 
     assert find_converter() is not None, (
@@ -151,18 +126,11 @@ def test_architecture_llama_cpp_cannot_convert_is_one_line(charlite_home, tmp_pa
         tmp_path / "odd",
         {"architectures": ["OddballForCausalLM"], "model_type": "oddball", "hidden_size": 64},
     )
-    write_run(
-        charlite_home,
-        "beethoven",
-        "r1",
-        adapter=random_adapter(tmp_path / "a"),
-        base_gguf=None,
-        base_dir=folder,
-        base_spec=f"hf:{folder}",
-        architecture="oddball",
+    _hf_run(charlite_home, folder, random_adapter(tmp_path / "a"), architecture="oddball")
+    result, errors = run_export("beethoven")
+    assert_one_error_line(
+        result, errors, "llama.cpp's converter cannot convert oddball models", "--base-gguf"
     )
-    result, errors = _export("beethoven")
-    _one_line(result, errors, "llama.cpp's converter cannot convert oddball models", "--base-gguf")
     _no_export_files(charlite_home)
 
 
@@ -179,17 +147,9 @@ def test_4bit_repo_without_its_original_names_what_to_download(
             "quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True},
         },
     )
-    write_run(
-        charlite_home,
-        "beethoven",
-        "r1",
-        adapter=random_adapter(tmp_path / "a"),
-        base_gguf=None,
-        base_dir=folder,
-        base_spec=f"hf:{repo}",
-    )
-    result, errors = _export("beethoven")
-    _one_line(
+    _hf_run(charlite_home, folder, random_adapter(tmp_path / "a"), base_spec=f"hf:{repo}")
+    result, errors = run_export("beethoven")
+    assert_one_error_line(
         result,
         errors,
         f"hf:{repo} holds 4-bit weights",
@@ -318,16 +278,8 @@ def test_chat_over_a_base_gguf_without_chat_template(charlite_home, embedded_pat
     assert LlamaCppBackend(ModelSpec("gguf", str(bare))).prompt_tokens(messages) == own
 
     folder = _hf_folder(tmp_path / "smollm2", SMOLLM_CONFIG)
-    write_run(
-        charlite_home,
-        "beethoven",
-        "r1",
-        adapter=random_adapter(tmp_path / "a"),
-        base_gguf=None,
-        base_dir=folder,
-        base_spec=f"hf:{folder}",
-        chat_template=CHATML,  # what training records for a base without a template
-    )
+    # the chat template is what training records for a base without one
+    _hf_run(charlite_home, folder, random_adapter(tmp_path / "a"), chat_template=CHATML)
     result = CliRunner().invoke(
         cli, ["export", "beethoven", "--base-gguf", str(bare), "--adapter-only"]
     )

@@ -11,56 +11,47 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from helpers_export import SMOLLM, leftovers, random_adapter, write_run
+from helpers_export import (
+    SMOLLM,
+    assert_one_error_line,
+    leftovers,
+    random_adapter,
+    run_export,
+    write_run,
+)
 
-from charlite.cli import cli
 from charlite.errors import ExportError
 
 
-def _export(*args):
-    result = CliRunner().invoke(cli, ["export", *args])
-    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
-    return result, errors
-
-
-def _assert_one_line_failure(result, errors, *needles):
-    assert result.exit_code == 1, result.output
-    assert len(errors) == 1, result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-
-
 def test_unknown_quant_type(charlite_home):
-    result, errors = _export("beethoven", "--quant", "q3_k_xl")
-    _assert_one_line_failure(
+    result, errors = run_export("beethoven", "--quant", "q3_k_xl")
+    assert_one_error_line(
         result, errors, "unknown quant type 'q3_k_xl'", "q4_k_m, q5_k_m, q8_0, f16"
     )
     assert leftovers(charlite_home) == []
 
 
 def test_no_training_run(charlite_home):
-    result, errors = _export("beethoven")
-    _assert_one_line_failure(
+    result, errors = run_export("beethoven")
+    assert_one_error_line(
         result, errors, "beethoven has no completed training run", "charlite train beethoven"
     )
 
 
 def test_run_without_adapter(charlite_home, embedded_path):
     write_run(charlite_home, "beethoven", "r1", adapter=None, base_gguf=embedded_path)
-    result, errors = _export("beethoven", "--run", "r1")
-    _assert_one_line_failure(result, errors, "run 'r1' of beethoven has no adapter")
+    result, errors = run_export("beethoven", "--run", "r1")
+    assert_one_error_line(result, errors, "run 'r1' of beethoven has no adapter")
     assert not (charlite_home / "characters" / "beethoven" / "exports").exists()
     # without --run, a run without adapter is not a completed run
-    result, errors = _export("beethoven")
-    _assert_one_line_failure(result, errors, "no completed training run")
+    result, errors = run_export("beethoven")
+    assert_one_error_line(result, errors, "no completed training run")
 
 
 def test_unknown_run(charlite_home, embedded_path):
     write_run(charlite_home, "beethoven", "r1", adapter=None, base_gguf=embedded_path)
-    result, errors = _export("beethoven", "--run", "r9")
-    _assert_one_line_failure(result, errors, "beethoven has no run 'r9'")
+    result, errors = run_export("beethoven", "--run", "r9")
+    assert_one_error_line(result, errors, "beethoven has no run 'r9'")
 
 
 def test_adapter_for_another_base_is_caught_before_llama_cpp(
@@ -69,8 +60,8 @@ def test_adapter_for_another_base_is_caught_before_llama_cpp(
     small = {"hidden": 64, "kv": 32, "ffn": 128, "layers": 2}
     adapter = random_adapter(tmp_path / "small", dims=small)
     write_run(charlite_home, "beethoven", "r1", adapter=adapter, base_gguf=embedded_path)
-    result, errors = _export("beethoven")
-    _assert_one_line_failure(
+    result, errors = run_export("beethoven")
+    assert_one_error_line(
         result,
         errors,
         f"the adapter does not fit {embedded_path.name}",
@@ -84,8 +75,8 @@ def test_adapter_for_another_base_is_caught_before_llama_cpp(
 def test_adapter_with_more_layers_than_the_base(charlite_home, embedded_path, tmp_path):
     adapter = random_adapter(tmp_path / "deep", dims={**SMOLLM, "layers": 32})
     write_run(charlite_home, "beethoven", "r1", adapter=adapter, base_gguf=embedded_path)
-    result, errors = _export("beethoven")
-    _assert_one_line_failure(result, errors, "is in layer 30 but", "has 30 layers")
+    result, errors = run_export("beethoven")
+    assert_one_error_line(result, errors, "is in layer 30 but", "has 30 layers")
 
 
 def test_adapter_for_another_architecture(charlite_home, embedded_path, tmp_path):
@@ -98,15 +89,15 @@ def test_adapter_for_another_architecture(charlite_home, embedded_path, tmp_path
         base_gguf=embedded_path,
         architecture="gemma3_text",
     )
-    result, errors = _export("beethoven")
-    _assert_one_line_failure(result, errors, "trained on a gemma3_text model", "is llama")
+    result, errors = run_export("beethoven")
+    assert_one_error_line(result, errors, "trained on a gemma3_text model", "is llama")
 
 
 def test_base_gguf_gone(charlite_home, tmp_path):
     adapter = random_adapter(tmp_path / "a")
     write_run(charlite_home, "beethoven", "r1", adapter=adapter, base_gguf=tmp_path / "moved.gguf")
-    result, errors = _export("beethoven")
-    _assert_one_line_failure(result, errors, "the base GGUF run 'r1' was trained on is gone")
+    result, errors = run_export("beethoven")
+    assert_one_error_line(result, errors, "the base GGUF run 'r1' was trained on is gone")
 
 
 def _fail_after(monkeypatch, method: str, calls: int):
@@ -131,8 +122,8 @@ def test_full_disk_while_writing_the_adapter(charlite_home, embedded_path, tmp_p
     adapter = random_adapter(tmp_path / "a")
     write_run(charlite_home, "beethoven", "r1", adapter=adapter, base_gguf=embedded_path)
     seen = _fail_after(monkeypatch, "write_tensors_to_file", 1)
-    result, errors = _export("beethoven", "--quant", "q8_0")
-    _assert_one_line_failure(
+    result, errors = run_export("beethoven", "--quant", "q8_0")
+    assert_one_error_line(
         result, errors, "cannot write", "beethoven-lora.gguf", "No space left on device"
     )
     assert seen["n"] == 1
@@ -145,8 +136,8 @@ def test_full_disk_while_writing_the_merged_model(
     adapter = random_adapter(tmp_path / "a")
     write_run(charlite_home, "beethoven", "r1", adapter=adapter, base_gguf=embedded_path)
     seen = _fail_after(monkeypatch, "write_tensor_data", 6)  # the adapter is complete by then
-    result, errors = _export("beethoven", "--quant", "q8_0")
-    _assert_one_line_failure(
+    result, errors = run_export("beethoven", "--quant", "q8_0")
+    assert_one_error_line(
         result, errors, "cannot write", "merge-F16.gguf", "No space left on device"
     )
     assert seen["n"] == 6
