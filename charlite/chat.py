@@ -15,7 +15,7 @@ from charlite.backends import Backend, Delta, GenParams
 from charlite.backends.base import CHAT_PARAMS, LocalModel
 from charlite.errors import CharliteError
 from charlite.history import History
-from charlite.knowledge import recall
+from charlite.knowledge import paragraphs_in, recall
 from charlite.persona_cache import PersonaCache
 from charlite.profile import Profile, Scene
 from charlite.trim import trim_incomplete
@@ -127,11 +127,8 @@ class ChatSession:
         render as they always did and the system message never changes."""
         if not self.knowledge or not self.turns or self.turns[-1].role == self.profile.short_name:
             return []
-        return recall(self.profile, self.turns[-1].content, exclude=self._system_paragraphs())
-
-    def _system_paragraphs(self) -> list[str]:
-        texts = self.profile.paragraph_texts()
-        return [t for t in texts if t.strip() and t.strip() in self._system]
+        exclude = paragraphs_in(self.profile, self._system)
+        return recall(self.profile, self.turns[-1].content, exclude=exclude)
 
     def messages(self) -> list[dict[str, str]]:
         """The prompt for the next reply, dropping the oldest turns in blocks when it is too long."""

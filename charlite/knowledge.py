@@ -118,6 +118,11 @@ def index_for(profile: Profile) -> ProfileIndex:
         return index
 
 
+def paragraphs_in(profile: Profile, system: str) -> list[str]:
+    """The profile's paragraphs that ``system`` already holds (recall skips them)."""
+    return [t for t in profile.paragraph_texts() if t.strip() and t.strip() in system]
+
+
 def recall(
     profile: Profile,
     query: str,
@@ -320,7 +325,7 @@ def recall_into_messages(
     if not use_knowledge(mode or default_knowledge_mode(), profile, resolved):
         return []
     system = messages[0]["content"] if messages[0].get("role") == "system" else ""
-    in_system = [t for t in profile.paragraph_texts() if t.strip() and t.strip() in system]
+    in_system = paragraphs_in(profile, system)
     lines = messages[-1]["content"].split("\n")
     query = " ".join(_SPEAKER_PREFIX.sub("", ln, count=1) for ln in lines)
     recalled = recall(profile, query, exclude=in_system)

@@ -31,7 +31,7 @@ from charlite.eval.question_bank import FACTS_TOPIC, Question
 from charlite.eval.results import RESULTS_FORMAT, RESULTS_KIND, reply_list
 from charlite.files import read_json, write_json_atomic
 from charlite.home import CharacterPaths
-from charlite.knowledge import recall
+from charlite.knowledge import paragraphs_in, recall
 from charlite.profile import Profile, Scene
 
 INTERVIEW_PARAMS = GenParams(temperature=0.7, top_p=0.95, max_tokens=200, repeat_penalty=1.15)
@@ -131,8 +131,7 @@ def answer(
     context = list(turns)
     recalled: list[str] = []
     if knowledge and context and context[-1].role != name:
-        in_system = [t for t in profile.paragraph_texts() if t.strip() and t.strip() in system]
-        recalled = recall(profile, context[-1].content, exclude=in_system)
+        recalled = recall(profile, context[-1].content, exclude=paragraphs_in(profile, system))
     start = time.perf_counter()
     for attempt in range(max_continuations + 1):
         fitted = roleplay.fit_context(
