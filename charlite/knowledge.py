@@ -332,7 +332,7 @@ def recall_into_messages(
     if not recalled:
         return []
     extra = count_tokens(roleplay.with_recall("", recalled))
-    used = sum(count_tokens(m["content"]) + 6 for m in messages)
+    used = sum(count_tokens(m["content"]) + roleplay.MESSAGE_OVERHEAD for m in messages)
     if used + extra > budget:
         return []  # a context too small for it: the turn goes without, as in chat
     messages[-1] = {

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from charlite import __version__
+from charlite import __version__, roleplay
 from charlite import characters as registry
 from charlite.backends import Backend, Batching, GenParams
 from charlite.errors import CharliteError, NotFoundError
@@ -329,7 +329,7 @@ def _prepare(models: Models, req: protocol.ChatRequest) -> _Job:
     # knowledge (issue 17): recalled paragraphs go into the newest user turn, as in chat
     recall_into_messages(
         profile, resolved, prompt.messages, count_tokens=backend.count_tokens,
-        budget=backend.n_ctx - params.max_tokens - 16,
+        budget=backend.n_ctx - params.max_tokens - roleplay.PROMPT_SLACK,
     )  # fmt: skip
     return _Job(req, profile, backend, prompt, params)
 
