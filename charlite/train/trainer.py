@@ -37,6 +37,7 @@ from charlite.train.config import TrainConfig
 from charlite.train.dataset import load_training_data
 from charlite.train.engines import choose_engine, load_peft, load_unsloth, precision
 from charlite.train.examples import build_examples
+from charlite.train.loss import accepts_logits_to_keep, labelled_loss
 from charlite.train.progress import TrainingReporter
 from charlite.train.runs import RUN_FORMAT, RUN_KIND, Run, load_run, new_run_id
 from charlite.train.templates import fallback_chat_template
@@ -531,11 +532,61 @@ def build_trainer(
     known = {f.name for f in dataclasses.fields(SFTConfig)}
     args = SFTConfig(**sft_options(cfg, choice, output_dir, known))
 
+    sparse = labelled_logits_only(model, choice)
+
     class CountingSFTTrainer(SFTTrainer):
-        def compute_loss(self, model, inputs, *a, **kw):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if counter is not None and model.training:
                 counter.add(inputs)
-            return super().compute_loss(model, inputs, *a, **kw)
+            if sparse and not return_outputs and self._plain_loss(inputs):
+                return self._labelled_loss(model, inputs, num_items_in_batch)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+
+        def _plain_loss(self, inputs) -> bool:
+            """TRL's default loss (token-level NLL, nothing added or replaced)."""
+            parallel = getattr(self.accelerator, "parallelism_config", None)
+            return (
+                "labels" in inputs
+                and "shift_labels" not in inputs
+                and getattr(self.args, "loss_type", "nll") in ("nll", "chunked_nll")
+                and getattr(self, "compute_loss_func", None) is None
+                and getattr(self, "label_smoother", None) is None
+                and not getattr(self, "aux_loss_enabled", False)
+                and not getattr(parallel, "sp_enabled", False)
+            )
+
+        def _labelled_loss(self, model, inputs, num_items_in_batch):
+            parts = labelled_loss(model, inputs, num_items_in_batch)
+            loss = parts.loss
+            # as TRL: num_items_in_batch counts every rank's tokens and DDP averages gradients
+            across = getattr(self.args, "average_tokens_across_devices", False)
+            if across and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            self._record_metrics(inputs, parts)
+            return loss
+
+        def _record_metrics(self, inputs, parts) -> None:
+            """The entropy, token accuracy and token count TRL's own loss would have logged."""
+            metrics = getattr(self, "_metrics", None)
+            if metrics is None:
+                return
+            mode = "train" if self.model.training else "eval"
+            gather = self.accelerator.gather_for_metrics
+            valid = gather(parts.labelled).sum()
+            entropy = gather(parts.entropy_sum).sum()
+            correct = gather(parts.correct).sum()
+            ok = valid > 0
+            metrics[mode]["entropy"].append((entropy / valid).item() if ok else 0.0)
+            metrics[mode]["mean_token_accuracy"].append((correct / valid).item() if ok else 0.0)
+            if mode == "train" and hasattr(self, "_total_train_tokens"):
+                if "attention_mask" in inputs:
+                    seen = gather(inputs["attention_mask"].sum()).sum().item()
+                else:
+                    seen = inputs["input_ids"].numel()
+                self._total_train_tokens += seen
+                metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
     trainer = CountingSFTTrainer(
         model=model,
@@ -546,6 +597,15 @@ def build_trainer(
     )
     trainer.remove_callback(PrinterCallback)  # progress and metrics are ours
     return trainer
+
+
+def labelled_logits_only(model, choice) -> bool:
+    """Whether the trainer computes logits only at labelled positions (:mod:`charlite.train.loss`).
+
+    With the peft engine off CUDA, yes. On CUDA, TRL's fused LM head (Triton) already scores
+    only the labelled positions, in tiles, without materialising the logits; Unsloth brings its
+    own fused cross-entropy. Both are kept."""
+    return choice.engine == "peft" and choice.device != "cuda" and accepts_logits_to_keep(model)
 
 
 def sft_options(cfg: TrainConfig, choice, output_dir: Path, known: set[str]) -> dict[str, Any]:
