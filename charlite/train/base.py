@@ -12,6 +12,7 @@ The base's spec and hash go into the run manifest so export can find the matchin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -158,7 +159,39 @@ def _from_gguf(spec: str, gguf: Path, log) -> Base:
     return Base(spec, digest, final, gguf.resolve())
 
 
+@contextlib.contextmanager
+def _gguf_read_once(gguf: Path):
+    """transformers reads a GGUF's metadata anew for the tokenizer, the config and the weights,
+    and ``gguf.GGUFReader`` parses every entry of the vocabulary arrays in Python: about 30
+    CPU-seconds each time for a 262k-token vocabulary (Gemma-3). Inside this block the reader of
+    ``gguf`` is parsed once and shared (read-only: transformers only reads fields and tensors)."""
+    import gguf as gguf_module
+
+    original = gguf_module.GGUFReader
+    target = os.path.realpath(gguf)
+    cache: dict[str, Any] = {}
+
+    def reader(path, *args, **kwargs):
+        if args or kwargs or os.path.realpath(path) != target:
+            return original(path, *args, **kwargs)
+        if "reader" not in cache:
+            cache["reader"] = original(path)
+        return cache["reader"]
+
+    gguf_module.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf_module.GGUFReader = original
+        cache.clear()
+
+
 def _convert_gguf(gguf: Path, out: Path) -> None:
+    with _gguf_read_once(gguf):
+        _convert_gguf_once(gguf, out)
+
+
+def _convert_gguf_once(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
