@@ -702,7 +702,8 @@ class BatchEngine:
         return Sampler(chain, grammar, llama_cpp.llama_vocab_n_tokens(self.vocab), need=need)
 
     def _step(self) -> None:
-        """One ``llama_decode`` of the next token of every decoding slot, then the prompts.
+        """One ``llama_decode`` of the next token of every decoding slot, then one chunk of a
+        prompt (the oldest request's), so a long prompt does not stall the streams decoding.
 
         Each prompt is evaluated in its own calls, in the same chunks as when it is alone, and
         each sequence has its own KV stream: what a sequence computes does not depend on its
@@ -742,14 +743,17 @@ class BatchEngine:
                 token = slot.chain.sample(self.ctx, i)
                 self.sample_cpu_seconds += time.thread_time() - c0
                 self._accept(slot, token)
-        for slot in self.slots:
-            if slot.handle is None or not slot.pending or slot.handle.cancelled:
-                continue
-            pending, slot.pending = slot.pending, []
-            if not self._evaluate(slot.seq, pending, slot.pos, logits=True):
+        prompts = [s for s in self.slots if s.handle is not None and s.pending]
+        prompts = [s for s in prompts if not s.handle.cancelled]
+        if prompts:  # one chunk of the oldest request's prompt: the decoding ones go on between
+            slot = min(prompts, key=lambda s: s.handle.submitted)
+            chunk, slot.pending = slot.pending[:N_BATCH], slot.pending[N_BATCH:]
+            if not self._evaluate(slot.seq, chunk, slot.pos, logits=not slot.pending):
                 self._decode_failed(1, [slot])
-                continue
-            slot.pos += len(pending)
+                return
+            slot.pos += len(chunk)
+            if slot.pending:
+                return
             c0 = time.thread_time()
             token = slot.chain.sample(self.ctx, -1)
             self.sample_cpu_seconds += time.thread_time() - c0
