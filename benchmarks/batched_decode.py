@@ -11,7 +11,9 @@ per generated token (with one llama.cpp thread, ``CHARLITE_THREADS=1``, this is 
 costs whatever else the machine runs): decode steps, prompts, sampling (llama.cpp's sampler
 chains) and the engine's Python; then the CPU time of a decode step with 1 row and with
 ``--parallel`` rows, and ``kernel_ceiling`` = parallel x (1-row step) / (parallel-row step), the
-most batching can gain when only decode steps count.
+most batching can gain when only decode steps count; and the sampling CPU per token of a
+JSON-schema reply with the grammar over every candidate (``full``) and checked on the chain's
+choice (``fast``, the engine's default), with the share of first choices the grammar rejected.
 
 How much a batch gains depends on llama.cpp's CPU kernels for the weights' type: Q4_0, IQ4_NL,
 Q4_K, Q8_0 ... weights are repacked for multi-row matrix products, while Q4_1 (the embedded
@@ -46,6 +48,47 @@ QUESTIONS = [
     "What do you eat for breakfast?",
 ]
 SYSTEM = "You are Ludwig van Beethoven, the composer. Answer in character, with passion."
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "born": {"type": "integer"},
+        "works": {"type": "array", "items": {"type": "string", "maxLength": 24}, "maxItems": 3},
+    },
+    "required": ["name", "born", "works"],
+}
+
+
+def json_sampling(backend, engine) -> dict[str, float]:
+    """Sampling CPU per token of a JSON-schema reply: the grammar over every candidate (the old
+    path) vs checked on the chain's choice (``batching.GRAMMAR_FAST_PATH``), greedy and sampled.
+    """
+    import charlite.backends.batching as batching
+    from charlite.backends import GenParams
+
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Introduce yourself as JSON."},
+    ]
+    out: dict[str, float] = {}
+    for temp in (0.0, 0.8):
+        for fast in (False, True):
+            batching.GRAMMAR_FAST_PATH = fast
+            before = (engine.sample_cpu_seconds, engine.grammar_tokens, engine.grammar_resampled)
+            params = GenParams(temperature=temp, seed=5, max_tokens=80, repeat_penalty=1.1)
+            done = backend.submit(messages, params, SCHEMA).result()
+            name = f"json_t{temp:g}_{'fast' if fast else 'full'}"
+            ms = 1000 * (engine.sample_cpu_seconds - before[0]) / max(1, done.completion_tokens)
+            out[f"{name}_sampling_cpu_ms_per_token"] = ms
+            if fast:
+                checked = engine.grammar_tokens - before[1]
+                out[f"{name}_rejected_share"] = (engine.grammar_resampled - before[2]) / max(
+                    1, checked
+                )
+    batching.GRAMMAR_FAST_PATH = True
+    return out
 
 
 def main() -> None:
@@ -140,6 +183,7 @@ def main() -> None:
         for rows, (n, cpu) in sorted(steps.items()):
             figures[f"{name}_cpu_ms_per_step_{rows}_rows"] = 1000 * cpu / n
             per_row.setdefault(rows, cpu / n)
+    figures.update(json_sampling(backend, engine))
     if 1 in per_row and args.parallel in per_row:
         # the most batching can gain when only the decode steps count
         figures["kernel_ceiling"] = args.parallel * per_row[1] / per_row[args.parallel]

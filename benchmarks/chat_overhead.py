@@ -37,6 +37,7 @@ QUESTION = "Where were you born, and who taught you music?"
 def main() -> None:
     private_home()
     from charlite.backends import GenParams, get_backend
+    from charlite.backends.base import LocalModel
     from charlite.characters import get_profile
     from charlite.chat import CHAT_PARAMS, ChatSession
     from charlite.history import History
@@ -109,7 +110,7 @@ def main() -> None:
     messages = sent[-1]
     direct = direct_turn()
     same = reply.strip() == direct.strip()
-    n_prompt = len(backend.prompt_tokens(messages)) if hasattr(backend, "prompt_tokens") else None
+    n_prompt = len(backend.prompt_tokens(messages)) if isinstance(backend, LocalModel) else None
     n_reply = len(llm.tokenize(direct.encode("utf-8"), add_bos=False))
 
     t_charlite, t_direct, own = [], [], []

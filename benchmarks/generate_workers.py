@@ -14,6 +14,7 @@ Both settings run with the same seeds (so the same prompts and, mostly, the same
 interleaved, after a warm-up; the figure is the ratio of the medians.
 
     .venv/bin/python benchmarks/generate_workers.py [--http [--replicas 4]] [--reps 3]
+        [--full-grammar]  # JSON grammars over the whole vocabulary, for a before/after
 """
 
 from __future__ import annotations
@@ -168,7 +169,16 @@ def main() -> None:
     ap.add_argument("--paragraphs", type=int, default=2)
     ap.add_argument("--scenes", type=int, default=2)
     ap.add_argument("--protective", type=int, default=2)
+    ap.add_argument(
+        "--full-grammar",
+        action="store_true",
+        help="apply JSON grammars to every candidate (the path before the grammar fast path)",
+    )
     args = ap.parse_args()
+    if args.full_grammar:
+        import charlite.backends.batching as batching
+
+        batching.GRAMMAR_FAST_PATH = False
 
     from charlite.spec import embedded_model_path
 

@@ -50,6 +50,10 @@ PREFIX_SEQS = 2  # spare sequences that hold shared system prefixes
 MIN_SHARED_PREFIX = 16  # shorter prefixes are cheaper to evaluate than to track
 PENALTY_LAST_N = 64  # llama-cpp-python's default last_n_tokens_size: same sampling as chat
 N_BATCH = 512
+GRAMMAR_FAST_PATH = True  # sample without the grammar, check only the chosen token (see Sampler)
+BEST_CANDIDATES = 2048  # a rejected choice is resampled among these first (see Sampler)
+TOP_K = 40  # llama-cpp-python's default top_k, in the chain when sampling
+NEGLIGIBLE_LOGIT = 10.0  # e^-10: a candidate this far below the best is never drawn in practice
 
 
 # -- the setting: how many sequences -------------------------------------------------------------
@@ -206,6 +210,186 @@ class Handle:
         )
 
 
+# -- sampling: the chain first, the grammar checked on its choice ---------------------------------
+
+
+class Sampler:
+    """A llama.cpp sampler chain and an optional GBNF grammar, sampled as ``common_sampler`` does.
+
+    Applying a grammar tests every candidate of the vocabulary (~49k tokens) against the
+    grammar's stacks: 15-17 ms of CPU per token here, against 0.4 ms for the rest of the chain,
+    and it does not shrink in a batch. So, as llama.cpp's own ``common_sampler_sample``: the
+    chain samples without the grammar, and only the token it chose is tested against it; when
+    the grammar rejects it, the grammar is applied to all the candidates and the chain samples
+    again. The grammar and the chain then accept the token.
+
+    That second pass is itself cut short when it can be: the chain only ever looks at the
+    ``need`` best allowed candidates (1 when greedy, ``top_k`` when sampling), so the grammar is
+    first applied to the :data:`BEST_CANDIDATES` best by logit; when at least ``need`` of them
+    are allowed and beat (after the repeat penalty) every candidate outside them, the chain
+    samples from those, which selects what the whole-vocabulary pass would. When sampling
+    (``need`` > 1) it also samples from those when every candidate outside them is
+    :data:`NEGLIGIBLE_LOGIT` below the best allowed one (at most e^-10 of its probability each:
+    they could only move top-p's cut by that much). Otherwise (or ``need`` 0: an unknown chain)
+    the whole vocabulary is checked.
+
+    With temperature 0 the token is the one the full pass gives (an allowed argmax is the
+    argmax of the allowed tokens). With temperature > 0 an allowed first draw is kept, so the
+    distribution is not exactly the full pass's (llama.cpp makes the same trade).
+    ``fast=False`` (or :data:`GRAMMAR_FAST_PATH` off) keeps the grammar inside the chain,
+    applied to every candidate: llama-cpp-python's order.
+    """
+
+    def __init__(
+        self, chain, grammar=None, n_vocab: int = 0, owns_chain: bool = True, need: int = 0
+    ):
+        self.chain, self.grammar, self.owns_chain = chain, grammar, owns_chain
+        self.need = need
+        self.tokens = 0  # tokens sampled with the grammar checked on the first choice
+        self.resampled = 0  # of them, first choices the grammar rejected
+        self.resampled_full = 0  # of those, resampled over the whole vocabulary
+        if grammar is not None:
+            self._cand = _Candidates(n_vocab)
+            self._penalties = _find(chain, b"penalties")
+
+    def sample(self, ctx, idx: int) -> int:
+        import llama_cpp
+
+        if self.grammar is None:
+            return llama_cpp.llama_sampler_sample(self.chain, ctx, idx)
+        self.tokens += 1
+        cand = self._cand
+        token = cand.choose(self.chain, ctx, idx)
+        if not cand.allowed(self.grammar, token):
+            self.resampled += 1
+            token = cand.choose_among_best(
+                self.chain, self.grammar, self._penalties, ctx, idx, self.need
+            )
+            if token is None:
+                self.resampled_full += 1
+                token = cand.choose(self.chain, ctx, idx, first=self.grammar)
+        llama_cpp.llama_sampler_accept(self.grammar, token)
+        llama_cpp.llama_sampler_accept(self.chain, token)
+        return token
+
+    def free(self) -> None:
+        import llama_cpp
+
+        if self.grammar is not None:
+            llama_cpp.llama_sampler_free(self.grammar)
+            self.grammar = None
+        if self.chain is not None and self.owns_chain:
+            llama_cpp.llama_sampler_free(self.chain)
+        self.chain = None
+
+
+def _find(chain, name: bytes):
+    """The sampler called ``name`` in ``chain``, or None."""
+    import llama_cpp
+
+    for i in range(llama_cpp.llama_sampler_chain_n(chain)):
+        smpl = llama_cpp.llama_sampler_chain_get(chain, i)
+        if llama_cpp.llama_sampler_name(smpl) == name:
+            return smpl
+    return None
+
+
+class _Candidates:
+    """A reusable ``llama_token_data_array`` over the vocabulary, filled from a row of logits."""
+
+    def __init__(self, n_vocab: int):
+        import llama_cpp
+        import numpy as np
+
+        self.n_vocab = n_vocab
+        self.data = (llama_cpp.llama_token_data * n_vocab)()
+        self.view = np.frombuffer(
+            self.data, dtype=np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+        )
+        self.ids = np.arange(n_vocab, dtype=np.int32)
+        self.array = llama_cpp.llama_token_data_array(self.data, n_vocab, -1, False)
+        self.sub = (llama_cpp.llama_token_data * BEST_CANDIDATES)()
+        self.sub_view = np.frombuffer(self.sub, dtype=self.view.dtype)
+        self.sub_array = llama_cpp.llama_token_data_array(self.sub, 0, -1, False)
+        self.one = (llama_cpp.llama_token_data * 1)()
+        self.one_array = llama_cpp.llama_token_data_array(self.one, 1, -1, False)
+
+    def choose(self, chain, ctx, idx: int, first=None) -> int:
+        """The token ``chain`` selects from the logits of output ``idx`` (``first`` applied first)."""
+        import llama_cpp
+        import numpy as np
+
+        logits = llama_cpp.llama_get_logits_ith(ctx, idx)
+        if not logits:
+            raise ModelError(f"llama.cpp has no logits for output {idx}")
+        view = self.view
+        view["id"] = self.ids
+        view["logit"] = np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        view["p"] = 0.0
+        arr = self.array
+        arr.size, arr.selected, arr.sorted = self.n_vocab, -1, False
+        ref = ctypes.byref(arr)
+        if first is not None:
+            llama_cpp.llama_sampler_apply(first, ref)
+        llama_cpp.llama_sampler_apply(chain, ref)
+        if not 0 <= arr.selected < arr.size:
+            raise ModelError("llama.cpp's sampler chain selected no token")
+        return int(self.data[arr.selected].id)
+
+    def choose_among_best(self, chain, grammar, penalties, ctx, idx: int, need: int) -> int | None:
+        """What ``chain`` selects after ``grammar``, deciding from the best candidates only.
+
+        None when the :data:`BEST_CANDIDATES` best do not hold ``need`` allowed ones that beat
+        every other candidate: then only the whole vocabulary can say.
+        """
+        import llama_cpp
+        import numpy as np
+
+        n_best = min(BEST_CANDIDATES, self.n_vocab - 1)
+        if need <= 0 or need > n_best:
+            return None
+        raw = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, idx), (self.n_vocab,))
+        part = np.argpartition(-raw, n_best)
+        best = np.sort(part[:n_best])  # in token order, as in the whole array
+        outside = raw[part[n_best]]  # the best logit of the rest; a penalty only lowers it
+        sub, arr = self._sub(best, raw[best])
+        if penalties is not None:
+            llama_cpp.llama_sampler_apply(penalties, ctypes.byref(arr))
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(arr))
+        view = self.sub_view[: arr.size]
+        ok = view["logit"] != -np.inf
+        if not ok.any():
+            return None
+        # the `need` best allowed are all here, or anything outside is too unlikely to matter
+        top = float(view["logit"][ok].max())
+        enough = int(np.count_nonzero(ok & (view["logit"] > outside))) >= need
+        if not enough and (need == 1 or outside > top - NEGLIGIBLE_LOGIT):
+            return None
+        keep = best[ok]
+        sub, arr = self._sub(keep, raw[keep])  # the chain applies the penalty itself
+        llama_cpp.llama_sampler_apply(chain, ctypes.byref(arr))
+        if not 0 <= arr.selected < arr.size:
+            return None
+        return int(sub[arr.selected].id)
+
+    def _sub(self, ids, logits):
+        view = self.sub_view[: len(ids)]
+        view["id"], view["logit"], view["p"] = ids, logits, 0.0
+        arr = self.sub_array
+        arr.size, arr.selected, arr.sorted = len(ids), -1, False
+        return self.sub, arr
+
+    def allowed(self, grammar, token: int) -> bool:
+        import llama_cpp
+
+        one = self.one[0]
+        one.id, one.logit, one.p = token, 1.0, 0.0
+        arr = self.one_array
+        arr.size, arr.selected, arr.sorted = 1, -1, False
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(arr))
+        return one.logit != float("-inf")
+
+
 # -- the engine ----------------------------------------------------------------------------------
 
 
@@ -281,6 +465,9 @@ class BatchEngine:
         # with one llama.cpp thread the CPU time is the kernel's cost whatever the load
         self.step_times: dict[int, list] = {}
         self.sample_cpu_seconds = 0.0  # sampler chains, on the scheduler thread
+        self.grammar_tokens = 0  # tokens sampled under a grammar (finished requests)
+        self.grammar_resampled = 0  # of them, first choices the grammar rejected
+        self.grammar_resampled_full = 0  # of those, resampled over the whole vocabulary
         self.prompt_cpu_seconds = 0.0  # prompt chunks through llama_decode
         self.loop_cpu_seconds = 0.0  # everything the scheduler thread did, decode included
         self.cancelled = 0  # requests dropped by their caller (a client that hung up)
@@ -491,36 +678,32 @@ class BatchEngine:
             self.steps += 1
         return True
 
-    def _chain(self, req: BatchRequest):
-        """The sampler chain llama-cpp-python's ``Llama`` builds for the same settings."""
+    def _chain(self, req: BatchRequest) -> Sampler:
+        """The sampler chain llama-cpp-python's ``Llama`` builds for the same settings.
+
+        A grammar stays out of the chain and is checked on the chain's choice (:class:`Sampler`)
+        unless :data:`GRAMMAR_FAST_PATH` is off.
+        """
         import llama_cpp
 
-        p = req.params
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = llama_cpp.llama_sampler_chain_add
-        add(chain, _penalties(self.vocab, p.repeat_penalty))
+        grammar = None
         if req.grammar:
             grammar = llama_cpp.llama_sampler_init_grammar(
                 self.vocab, req.grammar.encode("utf-8"), b"root"
             )
             if not grammar:
-                llama_cpp.llama_sampler_free(chain)
                 raise ModelError("llama.cpp could not parse the grammar of the JSON schema")
-            add(chain, grammar)
-        if p.temperature <= 0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-        else:
-            seed = llama_cpp.LLAMA_DEFAULT_SEED if p.seed is None else p.seed & 0xFFFFFFFF
-            add(chain, llama_cpp.llama_sampler_init_top_k(40))
-            add(chain, llama_cpp.llama_sampler_init_typical(1.0, 1))
-            add(chain, llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
-            add(chain, llama_cpp.llama_sampler_init_min_p(0.05, 1))
-            add(chain, llama_cpp.llama_sampler_init_temp(p.temperature))
-            add(chain, llama_cpp.llama_sampler_init_dist(seed))
-        return chain
+        chain = sampler_chain(
+            self.vocab, req.params, grammar=None if GRAMMAR_FAST_PATH else grammar
+        )
+        if not GRAMMAR_FAST_PATH:
+            return Sampler(chain)
+        need = 1 if req.params.temperature <= 0 else TOP_K
+        return Sampler(chain, grammar, llama_cpp.llama_vocab_n_tokens(self.vocab), need=need)
 
     def _step(self) -> None:
-        """One ``llama_decode`` of the next token of every decoding slot, then the prompts.
+        """One ``llama_decode`` of the next token of every decoding slot, then one chunk of a
+        prompt (the oldest request's), so a long prompt does not stall the streams decoding.
 
         Each prompt is evaluated in its own calls, in the same chunks as when it is alone, and
         each sequence has its own KV stream: what a sequence computes does not depend on its
@@ -557,18 +740,23 @@ class BatchEngine:
             for i, slot in enumerate(outputs):
                 slot.pos += 1
                 c0 = time.thread_time()
-                token = llama_cpp.llama_sampler_sample(slot.chain, self.ctx, i)
+                token = slot.chain.sample(self.ctx, i)
                 self.sample_cpu_seconds += time.thread_time() - c0
                 self._accept(slot, token)
-        for slot in self.slots:
-            if slot.handle is None or not slot.pending or slot.handle.cancelled:
-                continue
-            pending, slot.pending = slot.pending, []
-            if not self._evaluate(slot.seq, pending, slot.pos, logits=True):
+        prompts = [s for s in self.slots if s.handle is not None and s.pending]
+        prompts = [s for s in prompts if not s.handle.cancelled]
+        if prompts:  # one chunk of the oldest request's prompt: the decoding ones go on between
+            slot = min(prompts, key=lambda s: s.handle.submitted)
+            chunk, slot.pending = slot.pending[:N_BATCH], slot.pending[N_BATCH:]
+            if not self._evaluate(slot.seq, chunk, slot.pos, logits=not slot.pending):
                 self._decode_failed(1, [slot])
-                continue
-            slot.pos += len(pending)
-            token = llama_cpp.llama_sampler_sample(slot.chain, self.ctx, -1)
+                return
+            slot.pos += len(chunk)
+            if slot.pending:
+                return
+            c0 = time.thread_time()
+            token = slot.chain.sample(self.ctx, -1)
+            self.sample_cpu_seconds += time.thread_time() - c0
             self._accept(slot, token)
 
     def _decode_failed(self, rc: int, slots: list[_Slot]) -> None:
@@ -661,7 +849,10 @@ class BatchEngine:
         handle = slot.handle
         slot.handle = None
         if slot.chain is not None:
-            llama_cpp.llama_sampler_free(slot.chain)
+            self.grammar_tokens += slot.chain.tokens
+            self.grammar_resampled += slot.chain.resampled
+            self.grammar_resampled_full += slot.chain.resampled_full
+            slot.chain.free()
             slot.chain = None
         llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
         if handle is None:
@@ -688,6 +879,28 @@ def _penalties(vocab, repeat: float):
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         return init(n_vocab, PENALTY_LAST_N, repeat, 0.0, 0.0)
     return init(PENALTY_LAST_N, repeat, 0.0, 0.0)
+
+
+def sampler_chain(vocab, p: GenParams, grammar=None):
+    """llama-cpp-python's chain for ``p`` (``grammar``, a sampler, goes in after the penalties)."""
+    import llama_cpp
+
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = llama_cpp.llama_sampler_chain_add
+    add(chain, _penalties(vocab, p.repeat_penalty))
+    if grammar is not None:
+        add(chain, grammar)
+    if p.temperature <= 0:
+        add(chain, llama_cpp.llama_sampler_init_greedy())
+    else:
+        seed = llama_cpp.LLAMA_DEFAULT_SEED if p.seed is None else p.seed & 0xFFFFFFFF
+        add(chain, llama_cpp.llama_sampler_init_top_k(TOP_K))
+        add(chain, llama_cpp.llama_sampler_init_typical(1.0, 1))
+        add(chain, llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
+        add(chain, llama_cpp.llama_sampler_init_min_p(0.05, 1))
+        add(chain, llama_cpp.llama_sampler_init_temp(p.temperature))
+        add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    return chain
 
 
 # -- callers: several calls at once, results in order ----------------------------------------------

@@ -102,7 +102,45 @@ def _counting_llama() -> type:
             self.evaluated += len(tokens)
             return super().eval(tokens)
 
+        def _init_sampler(self, *args, grammar=None, **kwargs):
+            # a grammar (a JSON schema) is checked on the chain's choice, not on all ~49k
+            # candidates: batching.Sampler, as llama.cpp's common_sampler
+            if grammar is None or not batching.GRAMMAR_FAST_PATH:
+                return super()._init_sampler(*args, grammar=grammar, **kwargs)
+            chain = super()._init_sampler(*args, grammar=None, **kwargs)
+            # the chain sees the best `need` allowed candidates: 1 greedy, top_k sampling
+            temp, mirostat = kwargs.get("temp", 0.8), kwargs.get("mirostat_mode", 0)
+            need = 0 if mirostat or temp < 0 else 1 if temp == 0 else kwargs.get("top_k", 40)
+            return _GrammarFirst(self, chain, grammar, need)
+
     return CountingLlama
+
+
+class _GrammarFirst:
+    """What ``Llama.sample`` calls (``sample(ctx, idx)``): a chain, the grammar checked after."""
+
+    def __init__(self, llm, chain, grammar, need: int):
+        import llama_cpp
+
+        self._chain = chain  # llama-cpp-python's LlamaSampler: frees its own chain
+        vocab = llm._model.vocab
+        g = llama_cpp.llama_sampler_init_grammar(
+            vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+        )
+        if not g:
+            raise ModelError("llama.cpp could not parse the grammar of the JSON schema")
+        self.sampler = batching.Sampler(
+            chain.sampler, g, llama_cpp.llama_vocab_n_tokens(vocab), owns_chain=False, need=need
+        )
+
+    def sample(self, ctx, idx: int = -1) -> int:
+        return self.sampler.sample(ctx.ctx, idx)
+
+    def close(self) -> None:
+        self.sampler.free()
+        self._chain.close()
+
+    __del__ = close
 
 
 @dataclass(eq=False)

@@ -310,7 +310,13 @@ class _Job:
         self.model = profile.slug
 
     def prompt_tokens(self) -> int:
-        return sum(self.backend.count_tokens(m["content"]) + 4 for m in self.prompt.messages)
+        """The prompt's size as :func:`charlite.roleplay.fit_context` estimates it: each
+        message's content plus the template's tokens around it."""
+        return sum(
+            self.backend.count_tokens(m["content"])
+            + (roleplay.SYSTEM_OVERHEAD if m["role"] == "system" else roleplay.MESSAGE_OVERHEAD)
+            for m in self.prompt.messages
+        )
 
 
 def _prepare(models: Models, req: protocol.ChatRequest) -> _Job:
