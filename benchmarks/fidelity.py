@@ -47,12 +47,12 @@ import time
 from pathlib import Path
 
 CHARACTERS = os.environ.get("FIDELITY_CHARACTERS", "beethoven,newton,socrates").split(",")
-STEPS = int(os.environ.get("FIDELITY_STEPS", "12"))
+STEPS = int(os.environ.get("FIDELITY_STEPS", "24"))
 SEQ = int(os.environ.get("FIDELITY_SEQ", "384"))
 PARAGRAPHS = int(os.environ.get("FIDELITY_PARAGRAPHS", "2"))
 MAX_TOKENS = int(os.environ.get("FIDELITY_MAX_TOKENS", "60"))
 LR = os.environ.get("FIDELITY_LR", "3e-3")
-SHARE = os.environ.get("FIDELITY_SHARE", "0.5")
+SHARE = os.environ.get("FIDELITY_SHARE", "1.0")
 SEPARATE = os.environ.get("FIDELITY_SEPARATE", "0") == "1"
 SEED = 7
 EXTRA = os.environ.get("FIDELITY_EXTRA", "0") == "1"
