@@ -354,7 +354,9 @@ def _protective_records(profile: Profile, protective: int) -> list[Experience]:
     home = profile.home or profile.default_scene.location
     for i in range(min(protective, len(unknown) * len(_PUZZLED)) if unknown else 0):
         thing, _year, question = unknown[i % len(unknown)]
-        reply = _PUZZLED[(i + i // len(unknown)) % len(_PUZZLED)].format(thing=thing)
+        # each thing its own way of being puzzled, a different one on each pass over the things
+        reply = _PUZZLED[(i % len(unknown) + i // len(unknown)) % len(_PUZZLED)]
+        reply = reply.format(thing=thing)
         reply = reply[:1].upper() + reply[1:] + f" Here in {home} we have other things to talk of."
         prot.append(
             _record(
