@@ -8,7 +8,8 @@ sentences, turned into the first person:
   heading) in :data:`PHRASINGS_PER_PASSAGE` phrasings, and the character answers with the
   passage;
 * **fact exchanges**: each ``facts`` probe of the profile is asked in :data:`FACT_PHRASINGS`
-  phrasings and answered with the profile sentence that holds one of its keywords;
+  phrasings and answered at once (the thought comes after) with the profile sentence that
+  holds one of its keywords;
 * **protective exchanges** (``--protective N``): a visitor asks about something invented after
   the character's time and the character, puzzled, turns back to its own world.
 
@@ -42,7 +43,7 @@ from charlite.profile import Profile
 
 TEACHER = "profile"
 """The ``--teacher`` value that selects this builder."""
-GROUNDED_VERSION = "grounded-1"
+GROUNDED_VERSION = "grounded-2"
 PHRASINGS_PER_PASSAGE = 2
 FACT_PHRASINGS = 3
 DEFAULT_PROTECTIVE = 24
@@ -256,7 +257,10 @@ def _record(
     paragraph_id: int | None,
     kind: str = "experience",
     topic: str | None = None,
+    lead: bool = True,
 ) -> Experience:
+    """One exchange; the character's thought comes before its answer, or after it when not
+    ``lead`` (a fact is answered at once)."""
     scene = profile.default_scene
     who = profile.short_name
     exp = Experience(
@@ -268,8 +272,9 @@ def _record(
         status=scene.status,
         dialogue=[
             DialogueTurn(role=visitor, content=question),
-            DialogueTurn(role=who, action="thinking", content=thought),
+            *([DialogueTurn(role=who, action="thinking", content=thought)] if lead else []),
             DialogueTurn(role=who, action="speaking", content=answer),
+            *([DialogueTurn(role=who, action="thinking", content=thought)] if not lead else []),
         ],
         source="profile",
         scene_type="chat",
@@ -335,12 +340,13 @@ def _fact_records(profile: Profile, names: Names, notes: list[str]) -> list[Expe
             out.append(
                 _record(
                     profile,
-                    _id("fact", profile.slug, q0, q, answer),
+                    _id("fact", profile.slug, q0, q, answer, "direct"),
                     VISITORS[(f_id + j) % len(VISITORS)],
                     q,
-                    "I know this well.",
+                    "I remember it well.",
                     answer,
                     p_id,
+                    lead=False,  # the answer first: the sentence that names the fact
                 )
             )
     return out
