@@ -50,12 +50,14 @@ def test_generate_teacher_profile_writes_checked_records_covering_every_fact():
     text = " ".join(profile.paragraph_texts())
     who = profile.short_name
     for record in exps:
-        answer = record.dialogue[-1].content
-        assert record.dialogue[-1].role == who and record.dialogue[-1].action == "speaking"
+        [answer] = [t.content for t in record.dialogue if t.action == "speaking"]
+        assert all(t.role == who for t in record.dialogue[1:])
         assert "Neefe" not in answer or "Neefe" in text
         assert not answer.startswith(("He ", "Beethoven ")), answer
     neefe = [r for r in exps if r.dialogue[0].content.startswith("Which teacher in Bonn")]
-    assert neefe and "Christian Gottlob Neefe" in neefe[0].dialogue[-1].content
+    # a fact is answered at once: the sentence that names it is the first thing said
+    assert neefe and neefe[0].dialogue[1].action == "speaking"
+    assert "Christian Gottlob Neefe" in neefe[0].dialogue[1].content
 
     # training reads it as it is
     data = load_training_data(profile, "default")
