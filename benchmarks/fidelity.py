@@ -9,8 +9,9 @@ For each character (default: beethoven, newton, socrates), on the embedded model
 3. **trained+knowledge**: the same export with ``--knowledge always`` (recalled paragraphs in
    each turn).
 
-The adapter is trained with ``--knowledge-share FIDELITY_SHARE`` (default 0.5: half the
-questions carry recalled paragraphs, half teach answering from memory), so one short run per
+The adapter is trained with ``--knowledge-share FIDELITY_SHARE`` (default 1.0: every question
+carries its recalled sentences, rendered as chat renders them, so the short run is spent on
+reading them; 0.5 keeps half the questions to teach answering from memory); one run per
 character serves both trained rows; FIDELITY_SEPARATE=1 trains the *trained* row's adapter
 apart, without recalled paragraphs. With FIDELITY_EXTRA=1, ``prompted+knowledge`` (the base
 with recall in the turn) is an extra row.
@@ -32,7 +33,7 @@ Prints a table, then ``fidelity: RATIO`` last: trained+knowledge fact recall / p
 recall. Goals: ratio >= 2.0, no character break, >= 90 % of topic-4 replies without leakage.
 
 Knobs (environment): FIDELITY_CHARACTERS (comma-separated slugs), FIDELITY_STEPS (training
-steps, default 12), FIDELITY_SEQ (max sequence length, default 384), FIDELITY_LR (3e-3),
+steps, default 24), FIDELITY_SEQ (max sequence length, default 384), FIDELITY_LR (3e-3),
 FIDELITY_PARAGRAPHS (profile paragraphs turned into passage exchanges, default 2; every fact
 probe is always in), FIDELITY_MAX_TOKENS (reply length, default 60), FIDELITY_JOBS (characters
 trained at once, default all).
@@ -47,12 +48,12 @@ import time
 from pathlib import Path
 
 CHARACTERS = os.environ.get("FIDELITY_CHARACTERS", "beethoven,newton,socrates").split(",")
-STEPS = int(os.environ.get("FIDELITY_STEPS", "12"))
+STEPS = int(os.environ.get("FIDELITY_STEPS", "24"))
 SEQ = int(os.environ.get("FIDELITY_SEQ", "384"))
 PARAGRAPHS = int(os.environ.get("FIDELITY_PARAGRAPHS", "2"))
 MAX_TOKENS = int(os.environ.get("FIDELITY_MAX_TOKENS", "60"))
 LR = os.environ.get("FIDELITY_LR", "3e-3")
-SHARE = os.environ.get("FIDELITY_SHARE", "0.5")
+SHARE = os.environ.get("FIDELITY_SHARE", "1.0")
 SEPARATE = os.environ.get("FIDELITY_SEPARATE", "0") == "1"
 SEED = 7
 EXTRA = os.environ.get("FIDELITY_EXTRA", "0") == "1"

@@ -37,12 +37,14 @@ if TYPE_CHECKING:
 
 KNOWLEDGE_MODES: tuple[str, ...] = ("auto", "always", "off")
 KNOWLEDGE_ENV = "CHARLITE_KNOWLEDGE"
-RECALL_K = 3
+RECALL_K = 2
 """Paragraphs recalled from per turn, at most."""
+RECALL_SENTENCES = 2
+"""Sentences taken from each recalled paragraph, at most: those that best match the turn."""
 RECALL_BUDGET_CHARS = 800
-"""Characters of recalled text per turn, about (~200 tokens): the sentences of the recalled
-paragraphs that share most words with the turn. A 135M model reads a few sentences better than
-whole paragraphs, and a CPU trains on them several times faster."""
+"""Characters of recalled text per turn, about (~200 tokens). A 135M model copies from a few
+sentences more often than from whole paragraphs (the best paragraph goes last, nearest the
+question), and a CPU trains on them faster."""
 
 
 def default_knowledge_mode() -> str:
@@ -86,6 +88,18 @@ class ProfileIndex:
         tokens = self.tokenizer.tokenize(docs, return_as="string", show_progress=False)
         self.bm25 = bm25s.BM25()
         self.bm25.index(tokens, create_empty_token=False, show_progress=False)
+        # every sentence on its own, its paragraph's heading with it
+        self.sentences: list[tuple[int, str]] = [
+            (i, s) for i, t in enumerate(self.texts) for s in sentences(t)
+        ]
+        heads = [profile.paragraphs[i].heading or "" for i, _ in self.sentences]
+        stokens = self.tokenizer.tokenize(
+            [f"{h} {s}" for h, (_, s) in zip(heads, self.sentences, strict=True)],
+            return_as="string",
+            show_progress=False,
+        )
+        self.sentence_bm25 = bm25s.BM25()
+        self.sentence_bm25.index(stokens, create_empty_token=False, show_progress=False)
 
     def words(self, text: str) -> list[str]:
         """``text`` as the index sees it: lower-case stems, stop words left out."""
@@ -93,6 +107,26 @@ class ProfileIndex:
             [text], update_vocab=True, return_as="string", show_progress=False
         )
         return [w for w in words if w]
+
+    def sentence_scores(self, query: str) -> list[float]:
+        """The BM25 score of every sentence of the profile (:attr:`sentences`) for ``query``."""
+        known = [w for w in self.words(query) if w in self.sentence_bm25.vocab_dict]
+        if not known:
+            return [0.0] * len(self.sentences)
+        return [float(x) for x in self.sentence_bm25.get_scores(known)]
+
+    def best_sentences(self, paragraph: int, scores: Sequence[float], n: int, budget: int) -> str:
+        """The ``n`` best-scoring sentences of ``paragraph``, in order, within ``budget``
+        characters (the best one always, even when longer)."""
+        mine = [i for i, (p, _) in enumerate(self.sentences) if p == paragraph]
+        keep: list[int] = []
+        used = 0
+        for i in sorted(mine, key=lambda i: (-scores[i], i))[:n]:
+            if keep and used + len(self.sentences[i][1]) > budget:
+                continue
+            keep.append(i)
+            used += len(self.sentences[i][1]) + 1
+        return " ".join(self.sentences[i][1] for i in sorted(keep))
 
     def search(self, query: str, k: int = RECALL_K) -> list[Hit]:
         """The ``k`` best paragraphs for ``query`` that share a word with it, best first."""
@@ -129,10 +163,13 @@ def recall(
     *,
     exclude: Iterable[str] = (),
     k: int = RECALL_K,
+    per_paragraph: int = RECALL_SENTENCES,
     budget_chars: int = RECALL_BUDGET_CHARS,
 ) -> list[str]:
-    """What ``query`` brings back: from each of the ``k`` best paragraphs, best first, the
-    sentences that share most words with it (in the paragraph's order), ``budget_chars`` in all.
+    """What ``query`` brings back: from each of the ``k`` best paragraphs, its
+    ``per_paragraph`` sentences that best match the query on their own (BM25 over sentences,
+    in the paragraph's order), ``budget_chars`` in all; the best paragraph comes **last**, so
+    that its sentences stand right before the question.
 
     Paragraphs in ``exclude`` (already in the system message) are skipped. Nothing comes back
     when the query shares no word with the profile ("write me some Python").
@@ -140,32 +177,18 @@ def recall(
     index = index_for(profile)
     skip = {e.strip() for e in exclude}
     hits = [h for h in index.search(query, k + len(skip)) if h.text.strip() not in skip][:k]
-    asked = set(index.words(query))
+    if not hits:
+        return []
+    scores = index.sentence_scores(query)
     out: list[str] = []
     left = budget_chars
     for hit in hits:
         if left <= 0:
             break
-        chosen = _best_sentences(index, hit.text, asked, left)
-        if chosen:
-            out.append(chosen)
-            left -= len(chosen)
-    return out
-
-
-def _best_sentences(index: ProfileIndex, text: str, asked: set[str], budget: int) -> str:
-    """The sentences of ``text`` sharing most words with the query, in order, within ``budget``
-    (the best one always, even when longer)."""
-    sents = sentences(text)
-    scored = sorted(range(len(sents)), key=lambda i: (-len(asked & set(index.words(sents[i]))), i))
-    keep: list[int] = []
-    used = 0
-    for i in scored:
-        if keep and (used + len(sents[i]) > budget or not asked & set(index.words(sents[i]))):
-            continue
-        keep.append(i)
-        used += len(sents[i]) + 1
-    return " ".join(sents[i] for i in sorted(keep))
+        chosen = index.best_sentences(hit.paragraph, scores, per_paragraph, left)
+        out.append(chosen)
+        left -= len(chosen)
+    return out[::-1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,12 +50,14 @@ def test_generate_teacher_profile_writes_checked_records_covering_every_fact():
     text = " ".join(profile.paragraph_texts())
     who = profile.short_name
     for record in exps:
-        answer = record.dialogue[-1].content
-        assert record.dialogue[-1].role == who and record.dialogue[-1].action == "speaking"
+        [answer] = [t.content for t in record.dialogue if t.action == "speaking"]
+        assert all(t.role == who for t in record.dialogue[1:])
         assert "Neefe" not in answer or "Neefe" in text
         assert not answer.startswith(("He ", "Beethoven ")), answer
     neefe = [r for r in exps if r.dialogue[0].content.startswith("Which teacher in Bonn")]
-    assert neefe and "Christian Gottlob Neefe" in neefe[0].dialogue[-1].content
+    # a fact is answered at once: the sentence that names it is the first thing said
+    assert neefe and neefe[0].dialogue[1].action == "speaking"
+    assert "Christian Gottlob Neefe" in neefe[0].dialogue[1].content
 
     # training reads it as it is
     data = load_training_data(profile, "default")
@@ -71,7 +73,8 @@ def test_rerunning_adds_nothing():
     assert "(0 new" in r.output
     assert {s: ds.file(s).read_bytes() for s in ("experiences", "protective")} == before
     # asking for more protective exchanges adds only those
-    r = invoke("generate", "beethoven", "--teacher", "profile", "--protective", "10")
+    more = str(grounded.DEFAULT_PROTECTIVE + 2)
+    r = invoke("generate", "beethoven", "--teacher", "profile", "--protective", more)
     assert r.exit_code == 0 and "(2 new" in r.output
     assert ds.file("experiences").read_bytes() == before["experiences"]
 
@@ -112,6 +115,21 @@ def test_every_bundled_profile_gives_grounded_records(slug):
     assert [r.model_dump() for r in again[0]] == [r.model_dump() for r in exps]
     for record in prot:
         assert record.kind == "protective" and record.topic
+
+
+@pytest.mark.parametrize("slug", ["beethoven", "newton", "socrates"])
+def test_protective_records_deflect_and_hold_out_the_topic4_bank(slug):
+    from charlite.eval.checks import leakage
+    from charlite.eval.question_bank import questions_for
+
+    profile = characters.get_profile(slug)
+    _, prot, _ = grounded.build_records(profile, protective=grounded.DEFAULT_PROTECTIVE)
+    assert len(prot) == grounded.DEFAULT_PROTECTIVE
+    bank = {q.question.lower() for q in questions_for(slug)[0]}
+    for record in prot:
+        question, _, reply = (t.content for t in record.dialogue)
+        assert question.lower() not in bank  # the benchmark's topic-4 questions stay held out
+        assert not leakage(question, reply, profile.knowledge_cutoff).flagged, reply
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,11 @@ def test_who_taught_you_in_bonn_ranks_the_neefe_paragraph_first(beethoven):
     assert "Neefe" in hits[0].text
     assert hits[0].score > hits[1].score > 0
     recalled = knowledge.recall(beethoven, "Who taught you in Bonn?")
-    assert recalled[0].startswith("The decisive influence was Christian Gottlob Neefe")
+    # the best paragraph comes last, right before the question, as its best-matching sentences
+    assert "The decisive influence was Christian Gottlob Neefe" in recalled[-1]
+    assert "Neefe" not in recalled[0]
     assert len(recalled) <= knowledge.RECALL_K
+    assert all(len(knowledge.sentences(t)) <= knowledge.RECALL_SENTENCES for t in recalled)
     assert sum(len(t) for t in recalled) <= knowledge.RECALL_BUDGET_CHARS
     profile_text = " ".join(beethoven.paragraph_texts())
     assert all(s in profile_text for t in recalled for s in knowledge.sentences(t))
@@ -234,7 +237,7 @@ def test_the_system_message_stays_byte_identical_across_turns(backend, sent, bee
     assert second[1] == {"role": "user", "content": "Who taught you in Bonn?"}
     assert second[2]["role"] == "assistant"
     assert "Fidelio" in second[3]["content"]
-    assert session.last_recall and "Fidelio" in session.last_recall[0]
+    assert session.last_recall and "Fidelio" in session.last_recall[-1]  # the best: last
     if prompted:  # nothing recalled twice: paragraphs of the system message are left out
         assert not any(p in system for p in session.last_recall)
 

@@ -64,7 +64,7 @@ def test_the_hook_puts_recall_before_the_newest_user_line_only(beethoven):
     recalled = knowledge.recall_into_messages(
         beethoven, resolved, messages, count_tokens=words, budget=4000, mode="always"
     )
-    assert recalled and "Neefe" in recalled[0]
+    assert recalled and "Neefe" in recalled[-1]  # the best paragraph last, nearest the question
     assert messages[:3] == before[:3]  # the system message and earlier turns as they were
     assert messages[3]["content"] == roleplay.with_recall(before[3]["content"], recalled)
     # the query is what was said, not the speaker's label; a context too small gets nothing

@@ -8,7 +8,8 @@ sentences, turned into the first person:
   heading) in :data:`PHRASINGS_PER_PASSAGE` phrasings, and the character answers with the
   passage;
 * **fact exchanges**: each ``facts`` probe of the profile is asked in :data:`FACT_PHRASINGS`
-  phrasings and answered with the profile sentence that holds one of its keywords;
+  phrasings and answered at once (the thought comes after) with the profile sentence that
+  holds one of its keywords;
 * **protective exchanges** (``--protective N``): a visitor asks about something invented after
   the character's time and the character, puzzled, turns back to its own world.
 
@@ -42,10 +43,10 @@ from charlite.profile import Profile
 
 TEACHER = "profile"
 """The ``--teacher`` value that selects this builder."""
-GROUNDED_VERSION = "grounded-1"
+GROUNDED_VERSION = "grounded-2"
 PHRASINGS_PER_PASSAGE = 2
 FACT_PHRASINGS = 3
-DEFAULT_PROTECTIVE = 8
+DEFAULT_PROTECTIVE = 24
 """Protective exchanges when ``--protective`` is not given."""
 VISITORS = ("Visitor", "Man", "Stranger", "Guest")
 
@@ -62,7 +63,8 @@ _THOUGHTS = (
     "They ask about {topic}. I will tell them plainly.",
 )
 # things invented long after most bundled characters lived; each is asked only of a character
-# whose knowledge cutoff is earlier
+# whose knowledge cutoff is earlier. Written for this builder: none is a question of the bundled
+# topic-4 bank (tests/test_grounded.py checks it), so a benchmark on that bank stays held out.
 _UNKNOWN = (
     ("a smartphone", 2007, "What do you think of my smartphone?"),
     ("the internet", 1983, "Do you use the internet much?"),
@@ -72,11 +74,29 @@ _UNKNOWN = (
     ("video games", 1972, "Which video games do you like to play?"),
     ("nuclear power", 1942, "Should we build more nuclear power stations?"),
     ("social media", 2004, "How many followers do you have on social media?"),
+    ("JavaScript", 1995, "Could you write a JavaScript function that reverses a string?"),
+    ("SQL", 1974, "Please write an SQL query that lists all my customers."),
+    ("a Python script", 1991, "Write me a Python script that renames my files."),
+    ("a sorting algorithm", 1950, "Which sorting algorithm is fastest, merge sort or heapsort?"),
+    ("the radio", 1895, "Do you listen to the radio in the evenings?"),
+    ("a motor car", 1886, "Would you like a ride in my motor car?"),
+    ("email", 1971, "Can I send you an email about it?"),
+    ("YouTube", 2005, "Have you watched the videos on YouTube?"),
+    ("a laptop", 1981, "Shall I show you this on my laptop?"),
+    ("a rocket", 1926, "Would you travel to the moon in a rocket?"),
+    ("the telephone", 1876, "Why not simply ring them on the telephone?"),
+    ("a robot", 1920, "Would you like a robot to do your work for you?"),
+    ("antibiotics", 1928, "Have the doctors given you antibiotics?"),
+    ("the Second World War", 1939, "What did you think of the Second World War?"),
+    ("a cinema", 1895, "Shall we go to the cinema tonight?"),
+    ("artificial intelligence", 1956, "Do you fear artificial intelligence?"),
 )
 _PUZZLED = (
     "{thing}? I do not know what you mean, and I will not pretend that I do.",
     "I have never heard of {thing}. You speak in riddles, stranger.",
     "{thing}? No such thing exists in my world. Ask me of things I know.",
+    "I do not understand you. What is this you speak of? I know nothing of it.",
+    "You speak of things I have never seen nor heard of, and I cannot answer you.",
 )
 
 _PROPER = re.compile(r"\b[A-Z][\w'’-]+(?:\s+(?:van|von|de|da|of|the|la|le)?\s*[A-Z][\w'’-]+)*")
@@ -237,7 +257,10 @@ def _record(
     paragraph_id: int | None,
     kind: str = "experience",
     topic: str | None = None,
+    lead: bool = True,
 ) -> Experience:
+    """One exchange; the character's thought comes before its answer, or after it when not
+    ``lead`` (a fact is answered at once)."""
     scene = profile.default_scene
     who = profile.short_name
     exp = Experience(
@@ -249,8 +272,9 @@ def _record(
         status=scene.status,
         dialogue=[
             DialogueTurn(role=visitor, content=question),
-            DialogueTurn(role=who, action="thinking", content=thought),
+            *([DialogueTurn(role=who, action="thinking", content=thought)] if lead else []),
             DialogueTurn(role=who, action="speaking", content=answer),
+            *([DialogueTurn(role=who, action="thinking", content=thought)] if not lead else []),
         ],
         source="profile",
         scene_type="chat",
@@ -316,12 +340,13 @@ def _fact_records(profile: Profile, names: Names, notes: list[str]) -> list[Expe
             out.append(
                 _record(
                     profile,
-                    _id("fact", profile.slug, q0, q, answer),
+                    _id("fact", profile.slug, q0, q, answer, "direct"),
                     VISITORS[(f_id + j) % len(VISITORS)],
                     q,
-                    "I know this well.",
+                    "I remember it well.",
                     answer,
                     p_id,
+                    lead=False,  # the answer first: the sentence that names the fact
                 )
             )
     return out
@@ -335,7 +360,9 @@ def _protective_records(profile: Profile, protective: int) -> list[Experience]:
     home = profile.home or profile.default_scene.location
     for i in range(min(protective, len(unknown) * len(_PUZZLED)) if unknown else 0):
         thing, _year, question = unknown[i % len(unknown)]
-        reply = _PUZZLED[(i // len(unknown)) % len(_PUZZLED)].format(thing=thing)
+        # each thing its own way of being puzzled, a different one on each pass over the things
+        reply = _PUZZLED[(i % len(unknown) + i // len(unknown)) % len(_PUZZLED)]
+        reply = reply.format(thing=thing)
         reply = reply[:1].upper() + reply[1:] + f" Here in {home} we have other things to talk of."
         prot.append(
             _record(
