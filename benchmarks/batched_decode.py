@@ -21,15 +21,17 @@ model) is multiplied one activation row at a time (``ggml_vec_dot_q4_1_q8_1``), 
 steps cost nearly in proportion to the rows. ``--model gguf:PATH`` measures another GGUF.
 
     .venv/bin/python benchmarks/batched_decode.py [--parallel 4] [--tokens 96] [--reps 3]
-        [--model SPEC]
+        [--model SPEC] [--also q4_0]  # plus a requantized copy of the embedded model
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,19 +93,11 @@ def json_sampling(backend, engine) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--parallel", type=int, default=4)
-    ap.add_argument("--tokens", type=int, default=96)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--model", default="embedded", help="model spec (default: embedded)")
-    args = ap.parse_args()
-    private_home()
-
-    from charlite.backends import GenParams, get_backend
+def measure(backend, args, json_figures: bool = True) -> tuple[float, int, dict]:
+    """(ratio, generated tokens, figures) of ``--parallel`` sequences together vs one at a time."""
+    from charlite.backends import GenParams
     from charlite.backends.batching import BatchRequest
 
-    backend = get_backend(args.model)
     engine = backend.batching(args.parallel)
     requests = []
     for i in range(args.parallel):
@@ -183,20 +177,74 @@ def main() -> None:
         for rows, (n, cpu) in sorted(steps.items()):
             figures[f"{name}_cpu_ms_per_step_{rows}_rows"] = 1000 * cpu / n
             per_row.setdefault(rows, cpu / n)
-    figures.update(json_sampling(backend, engine))
+    if json_figures:
+        figures.update(json_sampling(backend, engine))
     if 1 in per_row and args.parallel in per_row:
         # the most batching can gain when only the decode steps count
         figures["kernel_ceiling"] = args.parallel * per_row[1] / per_row[args.parallel]
+    figures = {
+        "tokens_per_s_one_at_a_time": one,
+        "tokens_per_s_together": both,
+        **figures,
+    }
+    return both / one, tokens["together"], figures
+
+
+def requantized(kind: str, folder: str) -> str:
+    """A copy of the embedded model requantized to ``kind`` (q4_0, q8_0) in ``folder``."""
+    import llama_cpp
+
+    from charlite.spec import embedded_model_path
+
+    ftype = {"q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}
+    out = os.path.join(folder, f"embedded-{kind}.gguf")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype[kind]
+    params.allow_requantize = True
+    params.nthread = 1
+    if llama_cpp.llama_model_quantize(
+        str(embedded_model_path()).encode(), out.encode(), ctypes.byref(params)
+    ):
+        raise SystemExit(f"llama.cpp could not requantize the model to {kind}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--tokens", type=int, default=96)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--model", default="embedded", help="model spec (default: embedded)")
+    ap.add_argument(
+        "--also",
+        choices=("q4_0", "q8_0"),
+        help="also measure a copy of the embedded model requantized to this type (temp dir)",
+    )
+    args = ap.parse_args()
+    private_home()
+
+    from charlite.backends import get_backend
+
+    backend = get_backend(args.model)
+    ratio, generated, figures = measure(backend, args)
+    if args.also:  # an extra line; the main figure stays the embedded model's, printed last
+        with tempfile.TemporaryDirectory() as folder:
+            copy = get_backend(f"gguf:{requantized(args.also, folder)}")
+            extra, _, more = measure(copy, args, json_figures=False)
+            steps = {k: v for k, v in more.items() if "per_step" in k or k == "kernel_ceiling"}
+            print(
+                f"  {args.also} copy: {extra:.3f} ("
+                + ", ".join(f"{k} {v:.4g}" for k, v in steps.items())
+                + ")"
+            )
     report(
         "batched_decode",
-        both / one,
+        ratio,
         cpus=os.cpu_count() or 0,
         load_average=os.getloadavg()[0],
         threads=backend.llm.context_params.n_threads,
         parallel=args.parallel,
-        generated_tokens=tokens["together"],
-        tokens_per_s_one_at_a_time=one,
-        tokens_per_s_together=both,
+        generated_tokens=generated,
         **figures,
     )
 
