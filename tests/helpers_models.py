@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "born": {"type": "integer"},
+        "instruments": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 16},
+            "maxItems": 3,
+        },
+    },
+    "required": ["name", "born", "instruments"],
+}
+"""A small JSON schema whose every value is bounded: the batching tests decode it under a
+grammar beside free-text neighbours."""
+
 
 def write_random_adapter(base, out, seed: int = 0, rank: int = 4, scale: float = 0.1):
     """A real GGUF LoRA file for ``base`` with random weights (for hot-swap and cache tests).

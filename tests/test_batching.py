@@ -10,6 +10,7 @@ import json
 import time
 
 import pytest
+from helpers_models import PERSON_SCHEMA
 
 from charlite.backends import GenParams, get_backend
 from charlite.backends.batching import (
@@ -130,19 +131,7 @@ def test_engine_matches_the_single_sequence_chat_path(backend):
 
 @pytest.mark.slow
 def test_grammar_sequence_stays_json_among_free_text(backend):
-    schema = {
-        "type": "object",
-        "properties": {
-            "name": {"type": "string", "maxLength": 24},
-            "born": {"type": "integer"},
-            "instruments": {
-                "type": "array",
-                "items": {"type": "string", "maxLength": 16},
-                "maxItems": 3,
-            },
-        },
-        "required": ["name", "born", "instruments"],
-    }
+    schema = PERSON_SCHEMA
     free = GenParams(temperature=0.8, seed=11, max_tokens=48, repeat_penalty=1.3)
     items = [(_messages(q), free, None) for q, _ in QUESTIONS[1:4]]
     items.insert(

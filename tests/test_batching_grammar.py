@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers_models import PERSON_SCHEMA
 
 import charlite.backends.batching as batching
 from charlite.backends import GenParams, get_backend
@@ -20,19 +21,7 @@ SYSTEM = (
     "You are Ludwig van Beethoven, the composer, born in Bonn in 1770. You speak plainly, "
     "with passion, about music, Vienna, your deafness and your friends. Stay in character."
 )
-PERSON = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 24},
-        "born": {"type": "integer"},
-        "instruments": {
-            "type": "array",
-            "items": {"type": "string", "maxLength": 16},
-            "maxItems": 3,
-        },
-    },
-    "required": ["name", "born", "instruments"],
-}
+PERSON = PERSON_SCHEMA
 # asked to introduce himself, the model starts with "{": an array is never its first choice
 NUMBERS = {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 4}
 GREEDY = GenParams(temperature=0.0, seed=7, max_tokens=72)
