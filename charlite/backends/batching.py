@@ -686,13 +686,7 @@ class BatchEngine:
         """
         import llama_cpp
 
-        grammar = None
-        if req.grammar:
-            grammar = llama_cpp.llama_sampler_init_grammar(
-                self.vocab, req.grammar.encode("utf-8"), b"root"
-            )
-            if not grammar:
-                raise ModelError("llama.cpp could not parse the grammar of the JSON schema")
+        grammar = grammar_sampler(self.vocab, req.grammar) if req.grammar else None
         chain = sampler_chain(
             self.vocab, req.params, grammar=None if GRAMMAR_FAST_PATH else grammar
         )
@@ -879,6 +873,19 @@ def _penalties(vocab, repeat: float):
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         return init(n_vocab, PENALTY_LAST_N, repeat, 0.0, 0.0)
     return init(PENALTY_LAST_N, repeat, 0.0, 0.0)
+
+
+def grammar_sampler(vocab, grammar: str, root: str = "root"):
+    """llama.cpp's sampler for the GBNF ``grammar`` (a JSON schema's), or a :class:`ModelError`
+    when llama.cpp cannot parse it."""
+    import llama_cpp
+
+    sampler = llama_cpp.llama_sampler_init_grammar(
+        vocab, grammar.encode("utf-8"), root.encode("utf-8")
+    )
+    if not sampler:
+        raise ModelError("llama.cpp could not parse the grammar of the JSON schema")
+    return sampler
 
 
 def sampler_chain(vocab, p: GenParams, grammar=None):

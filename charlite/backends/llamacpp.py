@@ -124,11 +124,7 @@ class _GrammarFirst:
 
         self._chain = chain  # llama-cpp-python's LlamaSampler: frees its own chain
         vocab = llm._model.vocab
-        g = llama_cpp.llama_sampler_init_grammar(
-            vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
-        )
-        if not g:
-            raise ModelError("llama.cpp could not parse the grammar of the JSON schema")
+        g = batching.grammar_sampler(vocab, grammar._grammar, grammar._root)
         self.sampler = batching.Sampler(
             chain.sampler, g, llama_cpp.llama_vocab_n_tokens(vocab), owns_chain=False, need=need
         )
