@@ -22,9 +22,9 @@ SYSTEM = (
     "with passion, about music, Vienna, your deafness and your friends. Stay in character."
 )
 PERSON = PERSON_SCHEMA
-# asked to introduce himself, the model starts with "{": an array is never its first choice
 NUMBERS = {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 4}
 GREEDY = GenParams(temperature=0.0, seed=7, max_tokens=72)
+ASK = "Introduce yourself as JSON."
 
 
 def _messages(question: str) -> list[dict]:
@@ -44,7 +44,7 @@ def _json_among_free_text(backend, schema, question: str) -> tuple[list, dict]:
         (_messages("Describe a thunderstorm over the sea."), free, None),
         (_messages(question), GREEDY, schema),
         (_messages("List three composers."), free, None),
-        (_messages("Introduce yourself as JSON."), GREEDY, PERSON),
+        (_messages(ASK), GREEDY, PERSON),
     ]
     engine = backend.batching()
     before = (engine.grammar_tokens, engine.grammar_resampled, engine.grammar_resampled_full)
@@ -71,31 +71,41 @@ def test_fast_path_text_equals_the_full_grammar_pass(backend, monkeypatch):
             json.loads(fast[i].text)
 
 
+def _schema_rejecting_the_first_choice(backend) -> dict:
+    """A schema whose grammar rejects the token the model itself chooses first for :data:`ASK`
+    (greedy, without a grammar): an array, or the object when the model opens an array."""
+    first = backend.complete(_messages(ASK), GREEDY.with_(max_tokens=1)).text
+    return PERSON if first.lstrip().startswith("[") else NUMBERS
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("best", [batching.BEST_CANDIDATES, 0], ids=["among-best", "whole-vocab"])
 def test_a_rejected_first_choice_still_gives_valid_json(backend, monkeypatch, best):
-    """The model's first choice ("{") is not an array: resampled under the grammar, among the
-    best candidates or (``BEST_CANDIDATES`` 0) over the whole vocabulary; same text both ways."""
+    """The model's first choice does not open the schema's value: resampled under the grammar,
+    among the best candidates or (``BEST_CANDIDATES`` 0) over the whole vocabulary; same text
+    both ways."""
+    schema = _schema_rejecting_the_first_choice(backend)
     monkeypatch.setattr(batching, "BEST_CANDIDATES", best)
-    out, counts = _json_among_free_text(backend, NUMBERS, "Introduce yourself as JSON.")
+    out, counts = _json_among_free_text(backend, schema, ASK)
     assert counts["resampled"] >= 1
     if best == 0:
         assert counts["full"] == counts["resampled"]
     assert out[1].finish_reason == "stop", out[1].text
-    numbers = json.loads(out[1].text)
-    assert isinstance(numbers, list) and 2 <= len(numbers) <= 4
-    assert all(isinstance(n, int) for n in numbers)
+    data = json.loads(out[1].text)
+    if schema is NUMBERS:
+        assert isinstance(data, list) and 2 <= len(data) <= 4
+        assert all(isinstance(n, int) for n in data)
+    else:
+        assert set(data) == {"name", "born", "instruments"}
     monkeypatch.setattr(batching, "GRAMMAR_FAST_PATH", False)
-    full, _ = _json_among_free_text(backend, NUMBERS, "Introduce yourself as JSON.")
+    full, _ = _json_among_free_text(backend, schema, ASK)
     assert out[1].text == full[1].text
 
 
 @pytest.mark.slow
 def test_sampled_json_stays_valid_on_the_fast_path(backend):
     params = GenParams(temperature=0.8, top_p=0.95, seed=11, max_tokens=96, repeat_penalty=1.1)
-    items = [
-        (_messages("Introduce yourself as JSON."), params.with_(seed=s), PERSON) for s in (1, 2)
-    ]
+    items = [(_messages(ASK), params.with_(seed=s), PERSON) for s in (1, 2)]
     items += [(_messages("Give me some numbers as JSON."), params.with_(seed=3), NUMBERS)]
     out = backend.complete_many(items)
     for c in out:
@@ -113,7 +123,7 @@ def test_single_sequence_chat_path_matches_llama_cpp_python_grammar(monkeypatch)
         monkeypatch.setattr(batching, "GRAMMAR_FAST_PATH", fast)
         for schema in (PERSON, NUMBERS):
             plain.llm.reset()  # the same full prompt evaluation both times
-            out = plain.complete(_messages("Introduce yourself as JSON."), GREEDY, schema)
+            out = plain.complete(_messages(ASK), GREEDY, schema)
             texts[fast, json.dumps(schema)] = out.text
             json.loads(out.text)
     for schema in (PERSON, NUMBERS):
