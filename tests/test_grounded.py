@@ -132,31 +132,6 @@ def test_protective_records_deflect_and_hold_out_the_topic4_bank(slug):
         assert not leakage(question, reply, profile.knowledge_cutoff).flagged, reply
 
 
-@pytest.mark.parametrize(
-    ("sentence", "pronoun", "expected"),
-    [
-        (
-            "Beethoven left Bonn in 1792 with his brother.",
-            "he",
-            "I left Bonn in 1792 with my brother.",
-        ),
-        ("The Elector offered Beethoven a post.", "he", "The Elector offered me a post."),
-        (
-            "His father, Johann van Beethoven, was a tenor.",
-            "he",
-            "My father, Johann van Beethoven, was a tenor.",
-        ),
-        ("Napoleon, whom Beethoven admired, fell.", "he", "Napoleon, whom I admired, fell."),
-        ("Beethoven's deafness grew.", "he", "My deafness grew."),
-        ("Ron mocked her after she spoke.", "she", "Ron mocked me after I spoke."),
-        ("She loved her cat.", "she", "I loved my cat."),
-    ],
-)
-def test_first_person(sentence, pronoun, expected):
-    names = ["Ludwig van Beethoven", "Beethoven", "Ludwig"] if pronoun == "he" else ["Hermione"]
-    assert grounded.first_person(sentence, names, pronoun) == expected
-
-
 # -- the coverage stage of a real teacher ----------------------------------------------------------
 
 

@@ -18,11 +18,8 @@ written to the same files with the same manifest, so ``data stats``, ``train``, 
 ``interview`` use them as they are. Ids are digests of what a record is made of: rerunning
 adds nothing, and a record already there is never written twice.
 
-The first-person rewrite is a small rule set (the character's names and third-person pronouns
-become I/me/my); it is right for most biography sentences and never invents content.
-
->>> first_person("Beethoven left Bonn in 1792 with his brother.", ["Beethoven"], "he")
-'I left Bonn in 1792 with my brother.'
+The first-person rewrite is :mod:`charlite.first_person` (a small rule set, right for most
+biography sentences, that never invents content).
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import dataclass
 
 from charlite.errors import DataError
 from charlite.experience.dataset import Dataset, now
@@ -38,6 +34,7 @@ from charlite.experience.pipeline import GenerateResult
 from charlite.experience.records import Rejected, check_experience
 from charlite.experience.schemas import STAGE_FILES, DialogueTurn, Experience
 from charlite.files import JsonlWriter, repair_jsonl
+from charlite.first_person import Names, character_names, teller
 from charlite.knowledge import fact_covered, fact_sentence, sentences
 from charlite.profile import Profile
 
@@ -111,104 +108,6 @@ _COMMON_CAPS = {
     "October", "November", "December", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
     "Saturday", "Sunday", "Mr", "Mrs", "Ms", "Dr", "Sir", "St",
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Names:
-    """How the profile refers to the character, and with which pronouns."""
-
-    names: tuple[str, ...]
-    pronoun: str  # "he", "she" or "they"
-
-
-def character_names(profile: Profile) -> Names:
-    full = profile.name.strip()
-    parts = [p for p in full.split() if len(p) > 2 and p[0].isupper()]
-    names = sorted({full, profile.short_name, *parts}, key=len, reverse=True)
-    text = " ".join(profile.paragraph_texts()).lower()
-    he = len(re.findall(r"\b(?:he|his|him)\b", text))
-    she = len(re.findall(r"\b(?:she|her|hers)\b", text))
-    pronoun = "he" if he >= she else "she"
-    return Names(tuple(n for n in names if n), pronoun)
-
-
-_SUBJECT_AFTER = {
-    "and", "but", "or", "when", "while", "that", "as", "because", "so", "where", "after",
-    "before", "until", "since", "though", "although", "if", "then", "once", "yet", "which",
-    "who", "whom",
-}  # fmt: skip
-_NOT_AFTER_MY = (
-    "and|or|but|to|in|as|at|on|with|that|for|from|by|after|before|when|because|so|up|down|"
-    "out|off|into|again|back|over|away|until|while|if|than|the|a|an"
-)
-_PREVIOUS_WORD = re.compile(r"([A-Za-z]+)\W*$")
-
-
-def _object_position(before: str) -> bool:
-    """Whether a name after ``before`` is an object ("offered Beethoven a post")."""
-    if not before.strip() or before.rstrip().endswith((",", ";", ":", ".", "(")):
-        return False
-    m = _PREVIOUS_WORD.search(before)
-    if not m:
-        return False
-    word = m.group(1)
-    return word.islower() and word not in _SUBJECT_AFTER
-
-
-_PARTICLE_BEFORE = re.compile(r"(?:\b(?:van|von|de|da|del|di|le|la)\s+|[A-Z][\w'’-]*\s+)$")
-
-
-def _replace_name(text: str, name: str, full: bool) -> str:
-    """``name`` in ``text`` as I, me or my, by where it stands."""
-    pattern = re.compile(rf"(?<![\w-]){re.escape(name)}(?:'s|’s)?(?![\w-])")
-
-    def swap(m: re.Match) -> str:
-        before = text[: m.start()]
-        if not full and _PARTICLE_BEFORE.search(before):
-            return m.group(0)  # "Johann van Beethoven" is someone else
-        if m.group(0).endswith(("'s", "’s")):
-            return "My" if _at_start(before) else "my"
-        if _object_position(before):
-            return "me"
-        return "I"
-
-    return pattern.sub(swap, text)
-
-
-_PRONOUN_SWAPS: dict[str, tuple[tuple[str, str], ...]] = {
-    "she": (
-        (r"\bShe\b", "I"),
-        (r"\bshe\b", "I"),
-        (r"\bherself\b", "myself"),
-        (r"\bHer\b", "My"),
-        (rf"\bher(?=\s+\w)(?!\s+(?:{_NOT_AFTER_MY})\b)", "my"),
-        (r"\bher\b", "me"),
-        (r"\bhers\b", "mine"),
-    ),
-    "he": (
-        (r"\bHe\b", "I"),
-        (r"\bhe\b", "I"),
-        (r"\bhimself\b", "myself"),
-        (r"\bHis\b", "My"),
-        (r"\bhis\b", "my"),
-        (r"\bhim\b", "me"),
-    ),
-}
-_VERB_AGREEMENT = ((r"\bI is\b", "I am"), (r"\bI has\b", "I have"), (r"\bI does\b", "I do"))
-
-
-def first_person(sentence: str, names: list[str] | tuple[str, ...], pronoun: str = "he") -> str:
-    """A third-person sentence about the character, told by the character."""
-    text = sentence
-    for n, name in enumerate(names):
-        text = _replace_name(text, name, full=n == 0)
-    for pattern, repl in (*_PRONOUN_SWAPS.get(pronoun, ()), *_VERB_AGREEMENT):
-        text = re.sub(pattern, repl, text)
-    return text[:1].upper() + text[1:] if text else text
-
-
-def _at_start(before: str) -> bool:
-    return not before.strip() or before.rstrip().endswith((".", "!", "?", '"', "“"))
 
 
 def passages(text: str, size: int = 2) -> list[str]:
@@ -290,12 +189,11 @@ def _passage_records(
     """The passage exchanges of the first ``paragraphs`` paragraphs (a rejected one is noted)."""
     out: list[Experience] = []
     n = 0
+    tell = teller(profile)
     for p_id, para in enumerate(profile.paragraphs[:paragraphs]):
         for k, passage in enumerate(passages(para.text)):
             topic = topic_of(passage, names, para.heading)
-            answer = " ".join(
-                first_person(s, names.names, names.pronoun) for s in sentences(passage)
-            )
+            answer = " ".join(tell(s) for s in sentences(passage))
             for j in range(PHRASINGS_PER_PASSAGE):
                 q = _PASSAGE_QUESTIONS[(k + j) % len(_PASSAGE_QUESTIONS)].format(topic=topic)
                 thought = _THOUGHTS[(p_id + k + j) % len(_THOUGHTS)].format(topic=topic)
@@ -317,9 +215,10 @@ def _passage_records(
     return out
 
 
-def _fact_records(profile: Profile, names: Names, notes: list[str]) -> list[Experience]:
+def _fact_records(profile: Profile, notes: list[str]) -> list[Experience]:
     """The fact-probe exchanges, each answered by the profile sentence naming its keywords."""
     out: list[Experience] = []
+    tell = teller(profile)
     for f_id, fact in enumerate(profile.facts):
         found = fact_sentence(profile, fact.question, fact.answer_keywords)
         if found is None:
@@ -329,7 +228,7 @@ def _fact_records(profile: Profile, names: Names, notes: list[str]) -> list[Expe
             )
             continue
         p_id, sentence = found
-        answer = first_person(sentence, names.names, names.pronoun)
+        answer = tell(sentence)
         if not fact_covered(fact.answer_keywords, [answer]) and fact_covered(
             fact.answer_keywords, [profile.name]
         ):  # the keyword was the character's own name, which "I" replaced
@@ -390,7 +289,7 @@ def build_records(
     names = character_names(profile)
     notes: list[str] = []
     out = _passage_records(profile, names, paragraphs, notes)
-    out += _fact_records(profile, names, notes)
+    out += _fact_records(profile, notes)
     return out, _protective_records(profile, protective), notes
 
 
