@@ -8,10 +8,11 @@ sentences, turned into the first person:
   heading) in :data:`PHRASINGS_PER_PASSAGE` phrasings, and the character answers with the
   passage;
 * **fact exchanges**: each ``facts`` probe of the profile is asked in :data:`FACT_PHRASINGS`
-  phrasings and answered at once (the thought comes after) with the profile sentence that
-  holds one of its keywords;
+  phrasings and answered with the profile sentence that holds one of its keywords;
 * **protective exchanges** (``--protective N``): a visitor asks about something invented after
   the character's time and the character, puzzled, turns back to its own world.
+
+Every exchange is answered at once, the character's thought after its answer.
 
 Records pass the same checks as teacher-made ones (:func:`records.check_experience`) and are
 written to the same files with the same manifest, so ``data stats``, ``train``, ``export`` and
@@ -40,7 +41,7 @@ from charlite.profile import Profile
 
 TEACHER = "profile"
 """The ``--teacher`` value that selects this builder."""
-GROUNDED_VERSION = "grounded-2"
+GROUNDED_VERSION = "grounded-3"
 PHRASINGS_PER_PASSAGE = 2
 FACT_PHRASINGS = 3
 DEFAULT_PROTECTIVE = 24
@@ -156,10 +157,11 @@ def _record(
     paragraph_id: int | None,
     kind: str = "experience",
     topic: str | None = None,
-    lead: bool = True,
 ) -> Experience:
-    """One exchange; the character's thought comes before its answer, or after it when not
-    ``lead`` (a fact is answered at once)."""
+    """One exchange: the character answers at once, and its thought comes after the answer.
+
+    Always this order: a small model trained on replies that sometimes open with a thought
+    learns to open with one, and then often stops after it, with the answer unsaid."""
     scene = profile.default_scene
     who = profile.short_name
     exp = Experience(
@@ -171,9 +173,8 @@ def _record(
         status=scene.status,
         dialogue=[
             DialogueTurn(role=visitor, content=question),
-            *([DialogueTurn(role=who, action="thinking", content=thought)] if lead else []),
             DialogueTurn(role=who, action="speaking", content=answer),
-            *([DialogueTurn(role=who, action="thinking", content=thought)] if not lead else []),
+            DialogueTurn(role=who, action="thinking", content=thought),
         ],
         source="profile",
         scene_type="chat",
@@ -245,7 +246,6 @@ def _fact_records(profile: Profile, notes: list[str]) -> list[Experience]:
                     "I remember it well.",
                     answer,
                     p_id,
-                    lead=False,  # the answer first: the sentence that names the fact
                 )
             )
     return out
