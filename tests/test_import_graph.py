@@ -24,6 +24,7 @@ FLOORS = (
         "charlite.chat_templates",
         "charlite.errors",
         "charlite.files",
+        "charlite.first_person",
         "charlite.gguf",
         "charlite.history",
         "charlite.home",
