@@ -1,10 +1,8 @@
 """A profile's sentences told by the character: third person turned into the first.
 
 Profiles are written about a character ("Beethoven left Bonn in 1792 with his brother."); the
-character speaks of itself ("I left Bonn in 1792 with my brother."). Both the profile-grounded
-dataset (:mod:`charlite.experience.grounded`) and the recalled memories of a turn
-(:mod:`charlite.knowledge`) are told this way, so that what a turn recalls reads as the answer
-a trained character gives, and a small model can repeat it as it stands.
+character speaks of itself ("I left Bonn in 1792 with my brother."). The profile-grounded
+dataset (:mod:`charlite.experience.grounded`) tells every answer this way.
 
 The rewrite is a small rule set: the character's names and third-person pronouns become
 I/me/my by where they stand. It is right for most biography sentences and never invents
@@ -126,7 +124,7 @@ def _at_start(before: str) -> bool:
     return not before.strip() or before.rstrip().endswith((".", "!", "?", '"', "“"))
 
 
-_FIRST = re.compile(r"\b(?:I|me|my|mine|myself)\b")
+_FIRST = re.compile(r"\b(?:I|[Mm]e|[Mm]y|[Mm]ine|[Mm]yself)\b")
 
 
 def teller(profile: Profile) -> Callable[[str], str]:
