@@ -36,7 +36,7 @@ def test_a_trained_export_answers_a_fact_probe(embedded_base):
         "generate", "beethoven", "--teacher", "profile", "--paragraphs", "1", "--protective", "0"
     )
     invoke(
-        "train", "beethoven", "--engine", "peft", "--run", "fid", "--max-steps", "16",
+        "train", "beethoven", "--engine", "peft", "--run", "fid", "--max-steps", "24",
         "--max-seq-len", "512", "--lr", "3e-3", "--grad-accum", "1", "--warmup", "0",
         "--knowledge-share", "1", "--threads", str(cpu_threads()),
     )  # fmt: skip
