@@ -7,7 +7,7 @@ dataset (:mod:`charlite.experience.grounded`) tells every answer this way.
 The rewrite is a small rule set: the character's names and third-person pronouns become
 I/me/my by where they stand. It is right for most biography sentences and never invents
 content; a "he" that means someone else becomes "I" too. A profile already written in the
-first person is left as it is (:func:`teller`).
+first person is left as it is (:meth:`Names.tell`).
 
 >>> first_person("Beethoven left Bonn in 1792 with his brother.", ["Beethoven"], "he")
 'I left Bonn in 1792 with my brother.'
@@ -16,7 +16,6 @@ first person is left as it is (:func:`teller`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,19 +29,31 @@ class Names:
 
     names: tuple[str, ...]
     pronoun: str  # "he", "she" or "they"
+    told_in_first_person: bool = False
+    """The profile is written in the first person already: its sentences stay as they are."""
+
+    def tell(self, sentence: str) -> str:
+        """``sentence`` of the profile as the character tells it (:func:`first_person`)."""
+        if self.told_in_first_person:
+            return sentence
+        return first_person(sentence, self.names, self.pronoun)
 
 
 _PRONOUNS = {"he": r"\b(?:he|his|him)\b", "she": r"\b(?:she|her|hers)\b"}
+_FIRST = re.compile(r"\b(?:I|[Mm]e|[Mm]y|[Mm]ine|[Mm]yself)\b")
 
 
 def character_names(profile: Profile) -> Names:
     full = profile.name.strip()
     parts = [p for p in full.split() if len(p) > 2 and p[0].isupper()]
     names = sorted({full, profile.short_name, *parts}, key=len, reverse=True)
-    text = " ".join(profile.paragraph_texts()).lower()
-    he, she = (len(re.findall(_PRONOUNS[p], text)) for p in ("he", "she"))
+    text = " ".join(profile.paragraph_texts())
+    lower = text.lower()
+    he, she = (len(re.findall(_PRONOUNS[p], lower)) for p in ("he", "she"))
     pronoun = "he" if he >= she else "she"
-    return Names(tuple(n for n in names if n), pronoun)
+    # more I/me/my than he/his/him (she/her): the profile speaks as the character
+    first = len(_FIRST.findall(text)) > max(he, she)
+    return Names(tuple(n for n in names if n), pronoun, first)
 
 
 _SUBJECT_AFTER = {
@@ -122,17 +133,3 @@ def first_person(sentence: str, names: list[str] | tuple[str, ...], pronoun: str
 
 def _at_start(before: str) -> bool:
     return not before.strip() or before.rstrip().endswith((".", "!", "?", '"', "“"))
-
-
-_FIRST = re.compile(r"\b(?:I|[Mm]e|[Mm]y|[Mm]ine|[Mm]yself)\b")
-
-
-def teller(profile: Profile) -> Callable[[str], str]:
-    """How ``profile``'s sentences are told by its character: :func:`first_person` with its
-    names and pronoun, or unchanged when the profile is written in the first person already."""
-    names = character_names(profile)
-    text = " ".join(profile.paragraph_texts())
-    third = len(re.findall(_PRONOUNS[names.pronoun], text, re.IGNORECASE))
-    if len(_FIRST.findall(text)) > third:
-        return str
-    return lambda sentence: first_person(sentence, names.names, names.pronoun)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from charlite import characters
-from charlite.first_person import first_person, teller
+from charlite.first_person import character_names, first_person
 from charlite.profile import parse_markdown
 
 
@@ -37,7 +37,7 @@ def test_first_person(sentence, pronoun, expected):
 
 
 def test_a_bundled_profile_is_told_in_the_first_person():
-    tell = teller(characters.get_profile("beethoven"))
+    tell = character_names(characters.get_profile("beethoven")).tell
     assert tell("Beethoven left Bonn in 1792 with his brother.") == (
         "I left Bonn in 1792 with my brother."
     )
@@ -51,4 +51,5 @@ def test_a_profile_written_in_the_first_person_is_left_as_it_is():
         Path("ada.md"),
     )
     sentence = "My father left when I was a baby, and he never came back."
-    assert teller(profile)(sentence) == sentence
+    assert character_names(profile).told_in_first_person
+    assert character_names(profile).tell(sentence) == sentence

@@ -35,7 +35,7 @@ from charlite.experience.pipeline import GenerateResult
 from charlite.experience.records import Rejected, check_experience
 from charlite.experience.schemas import STAGE_FILES, DialogueTurn, Experience
 from charlite.files import JsonlWriter, repair_jsonl
-from charlite.first_person import Names, character_names, teller
+from charlite.first_person import Names, character_names
 from charlite.knowledge import fact_covered, fact_sentence, sentences
 from charlite.profile import Profile
 
@@ -190,11 +190,10 @@ def _passage_records(
     """The passage exchanges of the first ``paragraphs`` paragraphs (a rejected one is noted)."""
     out: list[Experience] = []
     n = 0
-    tell = teller(profile)
     for p_id, para in enumerate(profile.paragraphs[:paragraphs]):
         for k, passage in enumerate(passages(para.text)):
             topic = topic_of(passage, names, para.heading)
-            answer = " ".join(tell(s) for s in sentences(passage))
+            answer = " ".join(names.tell(s) for s in sentences(passage))
             for j in range(PHRASINGS_PER_PASSAGE):
                 q = _PASSAGE_QUESTIONS[(k + j) % len(_PASSAGE_QUESTIONS)].format(topic=topic)
                 thought = _THOUGHTS[(p_id + k + j) % len(_THOUGHTS)].format(topic=topic)
@@ -216,10 +215,9 @@ def _passage_records(
     return out
 
 
-def _fact_records(profile: Profile, notes: list[str]) -> list[Experience]:
+def _fact_records(profile: Profile, names: Names, notes: list[str]) -> list[Experience]:
     """The fact-probe exchanges, each answered by the profile sentence naming its keywords."""
     out: list[Experience] = []
-    tell = teller(profile)
     for f_id, fact in enumerate(profile.facts):
         found = fact_sentence(profile, fact.question, fact.answer_keywords)
         if found is None:
@@ -229,7 +227,7 @@ def _fact_records(profile: Profile, notes: list[str]) -> list[Experience]:
             )
             continue
         p_id, sentence = found
-        answer = tell(sentence)
+        answer = names.tell(sentence)
         if not fact_covered(fact.answer_keywords, [answer]) and fact_covered(
             fact.answer_keywords, [profile.name]
         ):  # the keyword was the character's own name, which "I" replaced
@@ -289,7 +287,7 @@ def build_records(
     names = character_names(profile)
     notes: list[str] = []
     out = _passage_records(profile, names, paragraphs, notes)
-    out += _fact_records(profile, notes)
+    out += _fact_records(profile, names, notes)
     return out, _protective_records(profile, protective), notes
 
 
